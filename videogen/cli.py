@@ -1,0 +1,88 @@
+"""The ``videogen`` command line: argument parsing over library calls, nothing more.
+
+Each command is a pair: ``add_<name>(subparsers)`` declares its arguments and ``run_<name>(args)`` calls the
+library. A `VideogenError` becomes one line ``error: ...`` on stderr and exit status 2; ``--debug`` shows
+the traceback instead. Anything else escaping a command is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from videogen import __version__
+from videogen.errors import VideogenError
+
+EXIT_USER_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors in the same one-line form as every other user error."""
+
+    def error(self, message):
+        self.exit(EXIT_USER_ERROR, f"error: {message} (see '{self.prog} --help')\n")
+
+
+def _examples(*lines: str) -> str:
+    return "example:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
+COMMANDS = []  # (add_fn, run_fn), in the order `videogen --help` lists them
+
+
+def command(add_fn):
+    """Register a command: decorate its ``add_*`` function; its ``run_*`` is set by ``add_*`` as default."""
+    COMMANDS.append(add_fn)
+    return add_fn
+
+
+# ------------------------------------------------------------------------------------------------- frame
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="videogen",
+        description="Text-to-video diffusion: generate, extend and interpolate clips, train models.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_examples('videogen info clip.mp4'),
+    )
+    parser.add_argument("--version", action="version", version=f"videogen {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for add_fn in COMMANDS:
+        add_fn(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USER_ERROR
+    try:
+        return args.run(args) or 0
+    except VideogenError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+def elapsed(start: float) -> str:
+    """A wall time as the CLI prints it: ``3.2 s`` or ``4 min 12 s``."""
+    seconds = time.perf_counter() - start
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
