@@ -1,0 +1,1 @@
+"""Training data: the footage folder loader, bucketed batching and the procedural shapes world."""

@@ -1,0 +1,1 @@
+"""The trainer: one loop for the VAE and the DiT, full or LoRA, on footage or the shapes world."""
