@@ -195,6 +195,15 @@ class FootageDataset(torch.utils.data.Dataset):
         """(frames, height, width) of each clip, for `BucketBatchSampler`."""
         return [c.bucket for c in self.clips]
 
+    @property
+    def keys(self) -> list[str]:
+        """Each clip's identity for the latent cache (file, size, mtime, window, bucket)."""
+        return [c.key for c in self.clips]
+
+    @property
+    def captions(self) -> list[str]:
+        return [c.caption for c in self.clips]
+
     def __getitem__(self, index: int) -> dict:
         clip = self.clips[index]
         video = read_video(clip.path, start=clip.start, max_frames=clip.num_frames, fps=clip.fps,

@@ -247,3 +247,9 @@ def __getattr__(name):
     if name == "CausalVideoVAE":
         return _vae_class()
     raise AttributeError(name)
+
+
+def per_token_timesteps(timesteps: torch.Tensor, known: torch.Tensor, tokens_per_frame: int) -> torch.Tensor:
+    """(B,) timesteps and a (B, T') known-frame mask -> (B, T' * tokens_per_frame), known tokens at 0."""
+    t = torch.where(known, torch.zeros_like(timesteps)[:, None], timesteps[:, None])
+    return t.repeat_interleave(tokens_per_frame, dim=1)

@@ -1,0 +1,95 @@
+"""Helpers for the trainer's tests: tiny MP4 folders, a tiny random Wan2.1 model folder, tiny run configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from videogen.train.config import TrainConfig, validate
+
+
+def moving_square(num_frames: int, height: int, width: int, *, color=(255, 64, 0), seed: int = 0) -> np.ndarray:
+    """A square sliding over a smooth background: uint8 (T, H, W, 3), compressible and easy to learn."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    frames = np.empty((num_frames, height, width, 3), np.uint8)
+    base = rng.integers(20, 80)
+    for t in range(num_frames):
+        img = np.stack([base + xx * 2, base + yy * 2, np.full_like(xx, base)], -1).clip(0, 255)
+        x0 = (t * 2) % max(1, width - 8)
+        img[height // 4 : height // 4 + 8, x0 : x0 + 8] = color
+        frames[t] = img
+    return frames
+
+
+def write_mp4(path: Path, frames: np.ndarray, fps: float = 8.0) -> Path:
+    """Write frames with plain PyAV (H.264, yuv420p)."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=int(fps))
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for f in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        out.mux(stream.encode())
+    return path
+
+
+def footage_folder(root: Path, *, count: int = 3, frames: int = 9, size=(32, 32), captions: str = "sidecar") -> Path:
+    """``count`` MP4s with captions as sidecar .txt files or in a metadata.csv."""
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(count):
+        name = f"clip{i}.mp4"
+        write_mp4(root / name, moving_square(frames, *size, seed=i))
+        caption = f"a square moving right, clip {i}"
+        if captions == "sidecar":
+            (root / f"clip{i}.txt").write_text(caption)
+        rows.append((name, caption))
+    if captions == "csv":
+        import csv
+
+        with open(root / "metadata.csv", "w", newline="") as f:
+            csv.writer(f).writerows([("path", "caption"), *rows])
+    return root
+
+
+def tiny_wan_folder(folder: Path) -> Path:
+    """A tiny random Wan2.1-T2V folder written by diffusers' own WanPipeline."""
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
+    from transformers import ByT5Tokenizer, UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(0)
+    tokenizer = ByT5Tokenizer()
+    text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), d_model=16, d_kv=8, d_ff=32, num_layers=1,
+                                               num_heads=2, feed_forward_proj="gated-gelu", dropout_rate=0.0))
+    vae = AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1, attn_scales=[],
+                           temperal_downsample=[False, True, True])
+    transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8,
+                                        in_channels=16, out_channels=16, text_dim=16, freq_dim=16, ffn_dim=32,
+                                        num_layers=2, rope_max_seq_len=32)
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
+                       scheduler=scheduler)
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def tiny_config(**sections) -> TrainConfig:
+    """A TrainConfig for seconds-long runs; ``sections`` override fields, e.g. ``train={"max_steps": 3}``."""
+    cfg = TrainConfig()
+    cfg.model.max_text_length = 16
+    cfg.data.frames = [9]
+    cfg.data.resolutions = ["32x32"]
+    cfg.train.log_every = 1
+    cfg.train.checkpoint_every = 1000
+    cfg.optim.lr = 1e-3
+    for section, values in sections.items():
+        if not isinstance(values, dict):
+            setattr(cfg, section, values)
+            continue
+        for key, value in values.items():
+            setattr(getattr(cfg, section), key, value)
+    return validate(cfg)

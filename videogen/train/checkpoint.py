@@ -1,0 +1,117 @@
+"""Checkpoints: everything a run needs to continue as if it had never stopped, written atomically.
+
+A checkpoint is a folder ``RUN/checkpoints/step-NNNNNNN/``:
+
+- ``trainable.safetensors``: the trained parameters (all of them, or only the LoRA adapters);
+- ``ema.safetensors``: their moving average, when the run keeps one;
+- ``optimizer.pt``, ``scheduler.pt``: AdamW moments and the learning-rate schedule's position;
+- ``rng-<rank>.pt``: each process's noise generator and torch's global RNG;
+- ``state.json``: step, data position (epoch, batch) and the run's config fingerprint.
+
+It is written into a hidden temporary folder and renamed into place, so a crash mid-write never leaves a
+half checkpoint that ``--resume`` would pick; older checkpoints beyond the last K are then removed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import torch
+
+from videogen.errors import InputError, ModelError
+
+PATTERN = re.compile(r"^step-(\d{7,})$")
+
+
+def checkpoints(run: Path) -> list[Path]:
+    """A run's complete checkpoints, oldest first."""
+    folder = run / "checkpoints"
+    found = [p for p in folder.glob("step-*") if p.is_dir() and PATTERN.match(p.name)] if folder.is_dir() else []
+    return sorted(found, key=lambda p: int(PATTERN.match(p.name).group(1)))
+
+
+def latest(run: Path) -> Path | None:
+    found = checkpoints(run)
+    return found[-1] if found else None
+
+
+def staging_folder(run: Path, step: int) -> Path:
+    """Where the checkpoint of ``step`` is assembled before the rename (every process writes into it)."""
+    return run / "checkpoints" / f".step-{step:07d}.tmp"
+
+
+def rng_state(generator: torch.Generator) -> dict:
+    state = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(generator: torch.Generator, state: dict) -> None:
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def write_rank_state(staging: Path, rank: int, generator: torch.Generator) -> None:
+    """Each process's own RNG state (all processes call this)."""
+    staging.mkdir(parents=True, exist_ok=True)
+    torch.save(rng_state(generator), staging / f"rng-{rank}.pt")
+
+
+def write_shared_state(staging: Path, *, trainable, ema, optimizer, scheduler, state: dict) -> None:
+    """The state every process shares (the main process calls this)."""
+    from safetensors.torch import save_file
+
+    staging.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in trainable.items()}, str(staging / "trainable.safetensors"))
+    if ema is not None:
+        ema_state = ema.state_dict()
+        save_file(ema_state.pop("shadow"), str(staging / "ema.safetensors"))
+        state = {**state, "ema": ema_state}
+    torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+    torch.save(scheduler.state_dict(), staging / "scheduler.pt")
+    (staging / "state.json").write_text(json.dumps(state, indent=2))
+
+
+def publish(run: Path, staging: Path, step: int, keep: int) -> Path:
+    """Rename the staged checkpoint into place, then drop all but the newest ``keep``."""
+    final = run / "checkpoints" / f"step-{step:07d}"
+    if final.exists():
+        shutil.rmtree(final)
+    staging.replace(final)
+    for old in checkpoints(run)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def read_checkpoint(folder: Path, rank: int) -> dict:
+    """Everything in a checkpoint, for one process."""
+    from safetensors.torch import load_file
+
+    try:
+        out = {
+            "state": json.loads((folder / "state.json").read_text()),
+            "trainable": load_file(str(folder / "trainable.safetensors")),
+            "optimizer": torch.load(folder / "optimizer.pt", weights_only=True),
+            "scheduler": torch.load(folder / "scheduler.pt", weights_only=True),
+        }
+        rng = folder / f"rng-{rank}.pt"
+        out["rng"] = torch.load(rng, weights_only=True) if rng.is_file() else None
+        ema = folder / "ema.safetensors"
+        out["ema"] = load_file(str(ema)) if ema.is_file() else None
+    except (OSError, ValueError, RuntimeError) as e:
+        raise ModelError(f"{folder}: unreadable checkpoint ({e})") from None
+    return out
+
+
+def find_resume(run: Path) -> Path:
+    """The checkpoint ``--resume`` continues from; a run without one is an `InputError`."""
+    found = latest(run)
+    if found is None:
+        raise InputError(f"{run}: no checkpoint to resume from (expected {run / 'checkpoints'}/step-*)")
+    return found

@@ -1,0 +1,174 @@
+"""What a run trains: loading or building the networks, and the modules the objectives call.
+
+A run starts from a model folder (diffusers layout: ``transformer/``, ``vae/``, ``text_encoder/``,
+``tokenizer/``, ``scheduler/``) or from scratch with the sizes in the config (the demo model). The
+objectives call one `torch.nn.Module` per step -- `FlowModel` (DiT, plus the T5 when it trains) or
+`Autoencoder` (the VAE's parallel path) -- so data parallelism wraps exactly what has gradients, and
+the forward that DDP/FSDP hooks into is the one that runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from videogen.errors import ModelError
+from videogen.train import _pending
+from videogen.train.config import TrainConfig
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def component_folder(folder: str | Path, name: str) -> Path:
+    """``folder/name`` for a model folder, or ``folder`` itself when it is that component's folder."""
+    folder = Path(folder)
+    if (folder / name / "config.json").is_file():
+        return folder / name
+    if (folder / "config.json").is_file():
+        return folder
+    raise ModelError(f"{folder}: no {name}/ model here (expected {folder / name / 'config.json'})")
+
+
+@dataclass
+class Components:
+    """The networks of a run; a frozen one is in eval mode without gradients."""
+
+    dit: torch.nn.Module | None
+    vae: torch.nn.Module | None
+    text_encoder: torch.nn.Module | None
+    tokenizer: object | None
+
+
+def _vae(cfg: TrainConfig):
+    source = cfg.model.vae or cfg.model.pretrained
+    if source is not None:
+        return _pending.CausalVideoVAE.from_pretrained(component_folder(source, "vae"))
+    if cfg.task == "dit":
+        raise ModelError("a DiT run needs a VAE: set model.pretrained or model.vae to a folder")
+    arch = cfg.model.vae_arch
+    return _pending.CausalVideoVAE(base_dim=arch.base_dim, z_dim=arch.z_dim, dim_mult=list(arch.dim_mult),
+                                   num_res_blocks=arch.num_res_blocks, attn_scales=[],
+                                   temperal_downsample=list(arch.temperal_downsample))
+
+
+def _text(cfg: TrainConfig):
+    from transformers import AutoTokenizer, ByT5Tokenizer, UMT5Config, UMT5EncoderModel
+
+    source = cfg.model.text_encoder or cfg.model.pretrained
+    if source is not None:
+        folder = Path(source)
+        tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
+        return UMT5EncoderModel.from_pretrained(folder / "text_encoder"), tokenizer
+    tokenizer = ByT5Tokenizer()  # byte-level: no vocabulary file to ship
+    t = cfg.model.text
+    config = UMT5Config(vocab_size=len(tokenizer), d_model=t.d_model, d_kv=t.d_kv, d_ff=t.d_ff,
+                        num_layers=t.num_layers, num_heads=t.num_heads, feed_forward_proj="gated-gelu",
+                        dropout_rate=0.0, pad_token_id=tokenizer.pad_token_id)
+    return UMT5EncoderModel(config), tokenizer
+
+
+def _dit(cfg: TrainConfig, latent_channels: int, text_dim: int):
+    if cfg.model.pretrained is not None:
+        return _pending.VideoDiT.from_pretrained(component_folder(cfg.model.pretrained, "transformer"))
+    a = cfg.model.dit
+    return _pending.VideoDiT(num_layers=a.num_layers, num_attention_heads=a.num_attention_heads,
+                             attention_head_dim=a.attention_head_dim, ffn_dim=a.ffn_dim, freq_dim=a.freq_dim,
+                             text_dim=text_dim, in_channels=latent_channels, out_channels=latent_channels)
+
+
+def load_components(cfg: TrainConfig) -> Components:
+    """Load or build the run's networks; new weights are drawn from ``cfg.seed``, leaving global RNG alone."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        vae = _vae(cfg)
+        if cfg.task == "vae":
+            return Components(dit=None, vae=vae, text_encoder=None, tokenizer=None)
+        text_encoder, tokenizer = _text(cfg)
+        dit = _dit(cfg, vae.config.z_dim, text_encoder.config.d_model)
+    vae.requires_grad_(False).eval()
+    if not cfg.model.train_text_encoder:
+        text_encoder.requires_grad_(False).eval()
+    if dit.config.text_dim != text_encoder.config.d_model:
+        raise ModelError(f"the DiT takes text_dim {dit.config.text_dim}, the text encoder gives "
+                         f"{text_encoder.config.d_model}")
+    return Components(dit=dit, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)
+
+
+# ----------------------------------------------------------------------------------------------- text
+
+
+def tokenize(tokenizer, captions: list[str], max_length: int) -> dict[str, torch.Tensor]:
+    """Token ids and mask, padded to ``max_length`` as the Wan pipeline does: (B, N) each."""
+    tokens = tokenizer(captions, padding="max_length", max_length=max_length, truncation=True,
+                       add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
+    return {"input_ids": tokens.input_ids, "attention_mask": tokens.attention_mask}
+
+
+def encode_text(text_encoder, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """T5 states with padding positions zeroed, as the Wan pipeline feeds them: (B, N, D)."""
+    states = text_encoder(input_ids, attention_mask=attention_mask).last_hidden_state
+    return states * attention_mask[..., None].to(states.dtype)
+
+
+# ------------------------------------------------------------------------------------ trained modules
+
+
+class FlowModel(torch.nn.Module):
+    """The DiT objective's network: velocity of noisy latents given text (states, or tokens to encode).
+
+    When the text encoder trains, it is a submodule here, so one DDP/FSDP wrapper covers both.
+    """
+
+    def __init__(self, dit: torch.nn.Module, text_encoder: torch.nn.Module | None = None):
+        super().__init__()
+        self.dit = dit
+        self.text_encoder = text_encoder
+
+    def forward(self, x_t, timesteps, *, text_states=None, input_ids=None, attention_mask=None):
+        """x_t (B, C, T', H', W'), timesteps (B,) or (B, L), text_states (B, N, D) -> velocity like x_t."""
+        if input_ids is not None:
+            text_states = encode_text(self.text_encoder, input_ids, attention_mask)
+        return self.dit(x_t, timesteps, text_states)
+
+
+class Autoencoder(torch.nn.Module):
+    """The VAE objective's network: encode, sample the posterior, decode (parallel path)."""
+
+    def __init__(self, vae: torch.nn.Module):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, video: torch.Tensor, generator: torch.Generator):
+        """video (B, 3, T, H, W) -> (reconstruction like video, posterior mean and std (B, C, T', H', W'))."""
+        posterior = self.vae.encode(video)
+        noise = torch.randn(posterior.mean.shape, generator=generator).to(posterior.mean)
+        z = posterior.mean + posterior.std * noise  # reparameterisation (Kingma & Welling 2014)
+        return self.vae.decode(z), posterior.mean, posterior.std
+
+
+# ------------------------------------------------------------------------------------------- exporting
+
+
+def save_model_folder(cfg: TrainConfig, parts: Components, folder: Path) -> Path:
+    """A complete model folder: the base folder's files, with the trained components written over them."""
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    base = cfg.model.pretrained
+    if base is not None:
+        shutil.copytree(base, tmp)
+    elif cfg.task == "dit":
+        raise ModelError("exporting a DiT trained from scratch needs the pipeline's save_pretrained "
+                         "(not merged yet); the trained weights are in the last checkpoint")
+    trained = {"vae": parts.vae} if cfg.task == "vae" else {"transformer": parts.dit}
+    if cfg.model.train_text_encoder:
+        trained["text_encoder"] = parts.text_encoder
+    for name, module in trained.items():
+        shutil.rmtree(tmp / name, ignore_errors=True)
+        module.save_pretrained(tmp / name)
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.replace(folder)
+    return folder

@@ -1,0 +1,173 @@
+"""Training objectives: rectified flow with frame conditioning for the DiT, reconstruction for the VAE.
+
+The flow maths (interpolation, velocity target, timestep sampling and shift, per-token timesteps) lives in
+the shared flow module; this module decides *what* is trained: which latent frames a sample is given
+(none, the first, or the first and the last), which captions are dropped for classifier-free guidance,
+and which tokens the loss covers. The DiT sees a sample exactly as the sampler will later show it a
+conditioned generation: known frames clean and at timestep 0.
+
+All randomness comes from one explicit `torch.Generator` (STYLE.md point 6), which the trainer
+checkpoints; that is what makes a resumed run bit-exact.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from videogen.train import _pending as flow
+from videogen.train.config import ObjectiveConfig
+
+NUM_TRAIN_TIMESTEPS = 1000  # diffusers' timestep scale: t = 1000 * sigma
+MODES = ("none", "first", "first_last")
+
+# ------------------------------------------------------------------------------------ frame conditioning
+
+
+def sample_modes(batch: int, cfg: ObjectiveConfig, generator: torch.Generator) -> torch.Tensor:
+    """A conditioning mode per sample, indices into `MODES`: (B,) long."""
+    probs = torch.tensor([1.0 - cfg.p_first - cfg.p_first_last, cfg.p_first, cfg.p_first_last])
+    u = torch.rand(batch, generator=generator)
+    return torch.bucketize(u, probs.cumsum(0)[:-1], right=True)  # (B,)
+
+
+def known_frames(modes: torch.Tensor, num_frames: int, first: int = 1) -> torch.Tensor:
+    """Which latent frames each sample is given: (B,) modes -> (B, T') bool.
+
+    ``first`` frames are known in mode "first" (image-to-video, extension); the first and the last in
+    mode "first_last" (interpolation). At least one frame always stays unknown, so a 1-frame latent (an
+    image) is never conditioned and a 2-frame one can at most have its first frame given.
+    """
+    known = torch.zeros(len(modes), num_frames, dtype=torch.bool)  # (B, T')
+    if num_frames < 2:
+        return known
+    known[modes == 1, : min(first, num_frames - 1)] = True
+    both = modes == 2
+    known[both, 0] = True
+    if num_frames >= 3:
+        known[both, -1] = True
+    return known
+
+
+def drop_captions(batch: int, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Which captions are replaced by the empty one for classifier-free guidance: (B,) bool."""
+    return torch.rand(batch, generator=generator) < p
+
+
+# ------------------------------------------------------------------------------------------- DiT: flow
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the unknown latent frames only.
+
+    Args:
+        pred, target: (B, C, T', H', W').
+        known: (B, T') bool; these frames were given clean and carry no loss.
+    """
+    err = (pred.float() - target.float()).pow(2).mean(dim=(1, 3, 4))  # (B, T')
+    weight = (~known).to(err)
+    return (err * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+def flow_loss(
+    model,
+    latents: torch.Tensor,
+    text: dict,
+    cfg: ObjectiveConfig,
+    generator: torch.Generator,
+    *,
+    patch_size: tuple[int, int, int] = (1, 2, 2),
+) -> tuple[torch.Tensor, dict]:
+    """The rectified-flow loss of one batch (Liu et al. 2022; Esser et al. 2024, eq. 1 and sec. 3.1).
+
+    Args:
+        model: ``model(x_t, timesteps, **text)`` is the velocity (B, C, T', H', W'); a `FlowModel`,
+            possibly wrapped for data parallelism.
+        latents: clean normalised latents (B, C, T', H', W').
+        text: the caption inputs ``model`` takes (text states, or token ids when the encoder trains),
+            captions already dropped where the batch drops them.
+        generator: CPU generator for timesteps, modes and noise.
+
+    Returns the loss and a few numbers to log.
+    """
+    b, _, t, h, w = latents.shape
+    device = latents.device
+    # 1. a noise level per sample, shifted toward noise as the sampler will be (SD3 eq. 23)
+    sigmas = flow.sample_training_sigmas(b, method=cfg.timestep_sampling, shift=cfg.shift, mean=cfg.logit_mean,
+                                         std=cfg.logit_std, generator=generator)
+    # 2. which latent frames each sample is given
+    known = known_frames(sample_modes(b, cfg, generator), t, cfg.known_frames)  # (B, T')
+    # 3. noisy latents on the straight path; given frames stay clean
+    noise = torch.randn(latents.shape, generator=generator).to(device=device, dtype=latents.dtype)
+    x_t = flow.interpolate(latents, noise, sigmas.to(device=device, dtype=latents.dtype))
+    x_t = torch.where(known.to(device)[:, None, :, None, None], latents, x_t)  # (B, C, T', H', W')
+    # 4. timesteps: one per sample, or one per token when some frames are given (they get 0)
+    timesteps = sigmas * NUM_TRAIN_TIMESTEPS
+    if known.any():
+        tokens_per_frame = (h // patch_size[1]) * (w // patch_size[2])
+        timesteps = flow.per_token_timesteps(timesteps, known, tokens_per_frame)  # (B, L)
+    # 5. velocity prediction; loss over the unknown frames only
+    pred = model(x_t, timesteps.to(device), **text)
+    loss = masked_mse(pred, flow.velocity_target(latents, noise), known.to(device))
+    return loss, {"sigma": sigmas.mean().item(), "known": known.float().mean().item()}
+
+
+# --------------------------------------------------------------------------------- VAE: reconstruction
+
+
+def _gaussian_window(size: int, sigma: float) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return g[:, None] * g[None, :]  # (k, k)
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean structural similarity of two clips in [-1, 1], frame by frame (Wang et al. 2004, eq. 13).
+
+    Args:
+        x, y: (B, 3, T, H, W). An 11x11 Gaussian window (sigma 1.5), smaller for tiny frames.
+    """
+    c1, c2 = 0.01**2, 0.03**2  # K1, K2 of the paper, for a dynamic range of 1
+    x = (x.float().transpose(1, 2).flatten(0, 1) + 1) / 2  # (B*T, 3, H, W) in [0, 1]
+    y = (y.float().transpose(1, 2).flatten(0, 1) + 1) / 2  # (B*T, 3, H, W)
+    size = min(11, x.shape[-2], x.shape[-1])
+    size -= 1 - size % 2  # odd
+    window = _gaussian_window(size, 1.5 * size / 11).to(x)[None, None].expand(3, 1, size, size)
+
+    def blur(z):
+        return F.conv2d(z, window, groups=3)
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    num = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
+    den = (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
+    return (num / den).mean()
+
+
+def gaussian_kl(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, std^2) || N(0, 1)) averaged over every latent element (Kingma & Welling 2014, app. B)."""
+    var = std.float().pow(2)
+    return 0.5 * (mean.float().pow(2) + var - 1.0 - torch.log(var.clamp(min=1e-20))).mean()
+
+
+def vae_loss(model, video: torch.Tensor, cfg: ObjectiveConfig, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+    """L1 + (1 - SSIM) + KL of one batch through the VAE's parallel path.
+
+    Args:
+        model: ``model(video, generator)`` is (reconstruction, posterior mean, posterior std); an
+            `Autoencoder`, possibly wrapped for data parallelism.
+        video: (B, 3, T, H, W) in [-1, 1], T = 4k + 1.
+    """
+    recon, mean, std = model(video, generator)
+    l1 = (recon.float() - video.float()).abs().mean()
+    structural = 1.0 - ssim(recon, video)
+    kl = gaussian_kl(mean, std)
+    loss = cfg.l1 * l1 + cfg.ssim * structural + cfg.kl * kl
+    mse = ((recon.detach().float() - video.float()) / 2).pow(2).mean().item()
+    return loss, {"l1": l1.item(), "ssim": 1.0 - structural.item(), "kl": kl.item(),
+                  "psnr": -10 * math.log10(max(mse, 1e-12))}

@@ -1,0 +1,308 @@
+"""The training loop: one trainer for the VAE and the DiT, full or LoRA, one process or many.
+
+``Trainer(cfg, output).run()`` builds the run (models, data, cache, optimizer), optionally restores the
+latest checkpoint, and steps until ``train.max_steps``: each step draws ``grad_accum`` micro-batches,
+back-propagates, clips, steps AdamW and the schedule, updates the EMA, logs, and now and then writes a
+checkpoint or validation videos. accelerate places the model (DDP, or FSDP by config) and runs the bf16
+autocast; the data order, noise and timesteps come from explicit, checkpointed state, which is why an
+interrupted and resumed run ends bit-exact equal to an uninterrupted one on CPU.
+
+Ctrl-C or SIGTERM finishes the current step, writes a checkpoint and raises `TrainingInterrupted`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import signal
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from videogen.errors import InputError, VideogenError
+from videogen.train import checkpoint as ckpt
+from videogen.train.config import TrainConfig
+from videogen.train.data import BatchStream, build_dataset, cache_folder, prepare_cache, process_seed, text_batch
+from videogen.train.lora import add_lora, save_lora
+from videogen.train.models import Autoencoder, FlowModel, encode_text, load_components, save_model_folder, tokenize
+from videogen.train.objectives import drop_captions, flow_loss, vae_loss
+from videogen.train.optim import EMA, make_optimizer, make_scheduler
+from videogen.train.runlog import RunLog
+
+
+class TrainingInterrupted(VideogenError):
+    """The run was stopped (Ctrl-C, SIGTERM) after saving a checkpoint; ``--resume`` continues it."""
+
+
+@dataclasses.dataclass
+class RunResult:
+    step: int  # optimizer steps done
+    loss: float  # loss of the last step
+    output: Path  # lora.safetensors or model/
+    seconds: float  # wall time of this invocation
+    samples_per_second: float
+
+
+def make_accelerator(cfg: TrainConfig):
+    """accelerate's Accelerator for this machine: bf16 autocast on GPU ("auto"), DDP or FSDP."""
+    from accelerate import Accelerator
+
+    cuda = torch.cuda.is_available()
+    precision = cfg.train.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if cuda else "no"
+    kwargs = {}
+    if cfg.train.distributed == "fsdp":
+        from accelerate import FullyShardedDataParallelPlugin
+
+        kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(use_orig_params=True)
+    return Accelerator(mixed_precision=precision, cpu=not cuda, **kwargs)
+
+
+class Trainer:
+    """One training run into ``output`` (see the module docstring).
+
+    Args:
+        cfg: the run's configuration.
+        output: the run folder; it must be new or empty unless ``resume``.
+        resume: continue from the folder's latest checkpoint.
+        show_progress: draw tqdm bars (main process only).
+        callback: called as ``callback(trainer, step, stats)`` after every step; may call `request_stop`.
+    """
+
+    def __init__(self, cfg: TrainConfig, output: str | Path, *, resume: bool = False, show_progress: bool = True,
+                 callback=None):
+        self.cfg, self.output, self.resume = cfg, Path(output), resume
+        self.callback = callback
+        self._stop = threading.Event()
+        self._check_output()
+        self.accelerator = make_accelerator(cfg)
+        self.show = show_progress and self.accelerator.is_main_process
+        self._build()
+
+    # ------------------------------------------------------------------------------------------- setup
+
+    def _check_output(self) -> None:
+        out = self.output
+        if out.exists() and not out.is_dir():
+            raise InputError(f"{out}: exists and is not a folder")
+        if self.resume:
+            ckpt.find_resume(out)
+        elif out.is_dir() and any(out.iterdir()):
+            raise InputError(f"{out}: run folder is not empty (pass --resume to continue it, or pick a new folder)")
+
+    def _build(self) -> None:
+        cfg, acc = self.cfg, self.accelerator
+        self.parts = load_components(cfg)
+        if cfg.task == "dit":
+            if cfg.mode == "lora":
+                add_lora(self.parts.dit, cfg.lora)
+            trained_text = self.parts.text_encoder if cfg.model.train_text_encoder else None
+            module = FlowModel(self.parts.dit, trained_text)
+        else:
+            module = Autoencoder(self.parts.vae)
+        if cfg.train.gradient_checkpointing:
+            (self.parts.dit or self.parts.vae).enable_gradient_checkpointing()
+        self.dataset = build_dataset(cfg)
+        self.text_cache = None
+        data = self.dataset
+        if cfg.task == "dit" and cfg.data.cache:
+            data, self.text_cache = prepare_cache(cfg, self.dataset, self.parts, cache_folder(cfg, self.output), acc)
+        self.stream = BatchStream(data, self.dataset.buckets, cfg, rank=acc.process_index,
+                                  num_replicas=acc.num_processes)
+        self.generator = torch.Generator().manual_seed(process_seed(cfg.seed, acc.process_index))
+        for part in (self.parts.vae, self.parts.text_encoder):
+            if part is not None and not any(p.requires_grad for p in part.parameters()):
+                part.to(acc.device)
+        self.trainable = {n: p for n, p in module.named_parameters() if p.requires_grad}
+        optimizer = make_optimizer(list(self.trainable.values()), cfg.optim)
+        self.scheduler = make_scheduler(optimizer, cfg.optim, cfg.train.max_steps)
+        self.model, self.optimizer = acc.prepare(module, optimizer)
+        self.module = acc.unwrap_model(self.model)
+        self.trainable = {n: p for n, p in self.module.named_parameters() if p.requires_grad}
+        self.ema = EMA(self.trainable, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
+        self.step = 0
+
+    # -------------------------------------------------------------------------------------- one step
+
+    def _latents(self, batch: dict) -> torch.Tensor:
+        """Normalised latents of a batch: sampled from the cached posterior, or encoded now."""
+        device, vae = self.accelerator.device, self.parts.vae
+        if "mean" in batch:
+            noise = torch.randn(batch["mean"].shape, generator=self.generator)
+            z = batch["mean"] + batch["std"] * noise  # (B, C, T', H', W')
+        else:
+            with torch.no_grad():
+                posterior = vae.encode(batch["video"].to(device=device, dtype=vae.dtype))
+            noise = torch.randn(posterior.mean.shape, generator=self.generator).to(posterior.mean)
+            z = posterior.mean + posterior.std * noise
+        return vae.normalize(z.to(device=device, dtype=vae.dtype))
+
+    def _text(self, captions: list[str]) -> dict:
+        """The text inputs of `FlowModel`, captions dropped to "" with the configured probability."""
+        cfg, device = self.cfg, self.accelerator.device
+        dropped = drop_captions(len(captions), cfg.objective.caption_dropout, self.generator)
+        captions = ["" if d else c for c, d in zip(captions, dropped.tolist())]
+        if cfg.model.train_text_encoder:
+            return {k: v.to(device) for k, v in tokenize(self.parts.tokenizer, captions, cfg.model.max_text_length).items()}
+        if self.text_cache is not None:
+            return {"text_states": text_batch(self.text_cache, captions, cfg.model.max_text_length).to(device)}
+        tokens = tokenize(self.parts.tokenizer, captions, cfg.model.max_text_length)
+        with torch.no_grad():
+            states = encode_text(self.parts.text_encoder, tokens["input_ids"].to(device),
+                                 tokens["attention_mask"].to(device))
+        return {"text_states": states}
+
+    def _loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        cfg = self.cfg
+        with self.accelerator.autocast():
+            if cfg.task == "vae":
+                video = batch["video"].to(self.accelerator.device)
+                return vae_loss(self.model, video, cfg.objective, self.generator)
+            latents = self._latents(batch)
+            patch = tuple(self.parts.dit.config.patch_size)
+            return flow_loss(self.model, latents, self._text(batch["caption"]), cfg.objective, self.generator,
+                             patch_size=patch)
+
+    def _step(self, batches) -> dict:
+        """One optimizer step over ``grad_accum`` micro-batches; returns the numbers to log."""
+        acc, n = self.accelerator, self.cfg.train.grad_accum
+        total, samples, stats = 0.0, 0, {}
+        for i in range(n):
+            batch = next(batches)
+            sync = contextlib.nullcontext() if i == n - 1 else acc.no_sync(self.model)
+            with sync:
+                loss, stats = self._loss(batch)
+                acc.backward(loss / n)
+            total += loss.item() / n
+            samples += len(batch["caption"] if "caption" in batch else batch["video"])
+        norm = None
+        if self.cfg.optim.max_grad_norm > 0:
+            norm = acc.clip_grad_norm_(list(self.trainable.values()), self.cfg.optim.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.trainable)
+        self.step += 1
+        return {"loss": total, "lr": self.scheduler.get_last_lr()[0],
+                "grad_norm": float(norm) if norm is not None else float("nan"), "samples": samples, **stats}
+
+    # ------------------------------------------------------------------------------------- checkpoints
+
+    def save_checkpoint(self) -> Path:
+        acc = self.accelerator
+        staging = ckpt.staging_folder(self.output, self.step)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            state = {"step": self.step, "data": self.stream.state(), "processes": acc.num_processes}
+            ckpt.write_shared_state(staging, trainable=self.trainable, ema=self.ema, optimizer=self.optimizer,
+                                    scheduler=self.scheduler, state=state)
+        acc.wait_for_everyone()
+        ckpt.write_rank_state(staging, acc.process_index, self.generator)
+        acc.wait_for_everyone()
+        final = ckpt.staging_folder(self.output, self.step).parent / f"step-{self.step:07d}"
+        if acc.is_main_process:
+            final = ckpt.publish(self.output, staging, self.step, self.cfg.train.keep_checkpoints)
+        acc.wait_for_everyone()
+        return final
+
+    def load_checkpoint(self, folder: Path) -> None:
+        saved = ckpt.read_checkpoint(folder, self.accelerator.process_index)
+        state = saved["state"]
+        if state.get("processes", 1) != self.accelerator.num_processes:
+            raise InputError(f"{folder}: saved by {state['processes']} process(es), resumed with "
+                             f"{self.accelerator.num_processes}; the data order would differ")
+        missing = set(self.trainable) - set(saved["trainable"])
+        if missing:
+            raise InputError(f"{folder}: checkpoint lacks {len(missing)} trained tensor(s), e.g. {sorted(missing)[0]}")
+        with torch.no_grad():
+            for name, p in self.trainable.items():
+                p.copy_(saved["trainable"][name])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        if self.ema is not None and saved["ema"] is not None:
+            self.ema.load_state_dict({**state["ema"], "shadow": saved["ema"]})
+        if saved["rng"] is not None:
+            ckpt.set_rng_state(self.generator, saved["rng"])
+        self.stream.load_state(state["data"])
+        self.step = state["step"]
+
+    # ---------------------------------------------------------------------------------------- the run
+
+    def request_stop(self) -> None:
+        """Stop after the current step, with a checkpoint (what Ctrl-C and SIGTERM do)."""
+        self._stop.set()
+
+    @contextlib.contextmanager
+    def _signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self._stop.is_set():  # a second Ctrl-C: stop now, without a checkpoint
+                raise KeyboardInterrupt
+            self.request_stop()
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    def run(self) -> RunResult:
+        from tqdm.auto import tqdm
+
+        cfg, acc, start = self.cfg, self.accelerator, time.perf_counter()
+        if self.resume:
+            self.load_checkpoint(ckpt.find_resume(self.output))
+        first, samples, stats = self.step, 0, {"loss": float("nan")}
+        log = RunLog(self.output, cfg, enabled=acc.is_main_process, resume_step=self.step if self.resume else None)
+        batches = iter(self.stream)
+        self.model.train()
+        with self._signals(), log, tqdm(total=cfg.train.max_steps, initial=self.step, desc="training", unit="step",
+                                        disable=not self.show, dynamic_ncols=True) as bar:
+            while self.step < cfg.train.max_steps:
+                stats = self._step(batches)
+                samples += stats["samples"] * acc.num_processes
+                rate = samples / max(time.perf_counter() - start, 1e-9)
+                bar.update(1)
+                bar.set_postfix(loss=f"{stats['loss']:.4f}", samples_s=f"{rate:.2f}")
+                if self.step % cfg.train.log_every == 0 or self.step == cfg.train.max_steps:
+                    log.row(self.step, {**stats, "samples_per_s": rate})
+                if self.callback is not None:
+                    self.callback(self, self.step, stats)
+                if self._stop.is_set():
+                    saved = self.save_checkpoint()
+                    raise TrainingInterrupted(f"stopped at step {self.step}; checkpoint {saved} "
+                                              f"(continue with --resume)")
+                if self.step % cfg.train.checkpoint_every == 0 and self.step < cfg.train.max_steps:
+                    self.save_checkpoint()
+        self.save_checkpoint()
+        output = self._export()
+        seconds = time.perf_counter() - start
+        return RunResult(self.step, stats["loss"], output, seconds, samples / max(seconds, 1e-9) if samples else 0.0)
+
+    # ---------------------------------------------------------------------------------------- outputs
+
+    def _export(self) -> Path:
+        """``lora.safetensors`` or ``model/`` from the final (EMA, when kept) weights."""
+        if self.ema is not None:
+            self.ema.copy_to(self.trainable)
+        target = self.output / ("lora.safetensors" if self.cfg.mode == "lora" else "model")
+        if self.accelerator.is_main_process:
+            if self.cfg.mode == "lora":
+                save_lora(self.parts.dit, self.cfg.lora, target)
+            else:
+                save_model_folder(self.cfg, self.parts, target)
+        self.accelerator.wait_for_everyone()
+        return target
+
+
+def train(cfg: TrainConfig, output: str | Path, *, resume: bool = False, show_progress: bool = True) -> RunResult:
+    """Run ``cfg`` into the folder ``output`` (see `Trainer`)."""
+    return Trainer(cfg, output, resume=resume, show_progress=show_progress).run()
