@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from videogen.train.config import TrainConfig, validate
@@ -93,3 +94,14 @@ def tiny_config(**sections) -> TrainConfig:
         for key, value in values.items():
             setattr(getattr(cfg, section), key, value)
     return validate(cfg)
+
+
+_BUILT: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="session")
+def wan_folder(tmp_path_factory) -> Path:
+    """The tiny Wan folder, built once per session (import this fixture into a test module)."""
+    if "wan" not in _BUILT:
+        _BUILT["wan"] = tiny_wan_folder(tmp_path_factory.mktemp("wan") / "model")
+    return _BUILT["wan"]

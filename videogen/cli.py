@@ -40,6 +40,54 @@ def command(add_fn):
     return add_fn
 
 
+# ------------------------------------------------------------------------------------------------ train
+
+
+@command
+def add_train(subparsers):
+    p = subparsers.add_parser(
+        "train",
+        help="train or fine-tune the DiT (full or LoRA) or the VAE",
+        description="Train from a YAML config into a run folder: config, log.csv, checkpoints, and at the end "
+        "lora.safetensors (LoRA runs) or model/ (full runs). Ctrl-C saves a checkpoint; --resume continues.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_examples(
+            "videogen train configs/finetune-lora.yaml --data clips/ --output runs/my-lora",
+            "videogen train configs/finetune-lora.yaml --data clips/ --output runs/my-lora --resume",
+            "videogen train configs/demo-vae.yaml --data shapes --output runs/vae --set optim.lr=3e-4",
+        ),
+    )
+    p.add_argument("config", metavar="CONFIG.yaml", help="the run's configuration (see configs/)")
+    p.add_argument("--data", help="footage folder (videos/images with .txt captions or metadata.csv), or 'shapes'")
+    p.add_argument("--output", "-o", required=True, metavar="RUN", help="run folder (new, or existing with --resume)")
+    p.add_argument("--max-steps", type=int, help="optimizer steps (overrides train.max_steps)")
+    p.add_argument("--resume", action="store_true", help="continue the run folder's latest checkpoint")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    p.set_defaults(run=run_train)
+
+
+def run_train(args) -> int:
+    from videogen.train.config import load_train_config, validate
+    from videogen.train.trainer import TrainingInterrupted, train
+
+    start = time.perf_counter()
+    cfg = load_train_config(args.config, args.set)
+    if args.data == "shapes":
+        cfg.data.kind = "shapes"
+    elif args.data is not None:
+        cfg.data.kind, cfg.data.path = "footage", args.data
+    if args.max_steps is not None:
+        cfg.train.max_steps = args.max_steps
+    try:
+        result = train(validate(cfg), args.output, resume=args.resume)
+    except TrainingInterrupted as e:
+        print(f"interrupted: {e}", file=sys.stderr)
+        return 130
+    print(f"trained {result.step} steps (last loss {result.loss:.4f}, {result.samples_per_second:.2f} samples/s); "
+          f"wrote {result.output} in {elapsed(start)}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------- frame
 
 

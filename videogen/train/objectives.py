@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from videogen.train import _pending as flow
 from videogen.train.config import ObjectiveConfig
 
-NUM_TRAIN_TIMESTEPS = 1000  # diffusers' timestep scale: t = 1000 * sigma
 MODES = ("none", "first", "first_last")
 
 # ------------------------------------------------------------------------------------ frame conditioning
@@ -59,19 +58,7 @@ def drop_captions(batch: int, p: float, generator: torch.Generator) -> torch.Ten
 # ------------------------------------------------------------------------------------------- DiT: flow
 
 
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the unknown latent frames only.
-
-    Args:
-        pred, target: (B, C, T', H', W').
-        known: (B, T') bool; these frames were given clean and carry no loss.
-    """
-    err = (pred.float() - target.float()).pow(2).mean(dim=(1, 3, 4))  # (B, T')
-    weight = (~known).to(err)
-    return (err * weight).sum() / weight.sum().clamp(min=1.0)
-
-
-def flow_loss(
+def dit_loss(
     model,
     latents: torch.Tensor,
     text: dict,
@@ -95,22 +82,21 @@ def flow_loss(
     b, _, t, h, w = latents.shape
     device = latents.device
     # 1. a noise level per sample, shifted toward noise as the sampler will be (SD3 eq. 23)
-    sigmas = flow.sample_training_sigmas(b, method=cfg.timestep_sampling, shift=cfg.shift, mean=cfg.logit_mean,
-                                         std=cfg.logit_std, generator=generator)
+    sigmas = flow.sample_sigmas(b, distribution=cfg.timestep_sampling, shift=cfg.shift, mean=cfg.logit_mean,
+                                std=cfg.logit_std, generator=generator)
     # 2. which latent frames each sample is given
     known = known_frames(sample_modes(b, cfg, generator), t, cfg.known_frames)  # (B, T')
     # 3. noisy latents on the straight path; given frames stay clean
     noise = torch.randn(latents.shape, generator=generator).to(device=device, dtype=latents.dtype)
-    x_t = flow.interpolate(latents, noise, sigmas.to(device=device, dtype=latents.dtype))
-    x_t = torch.where(known.to(device)[:, None, :, None, None], latents, x_t)  # (B, C, T', H', W')
+    x_t = flow.hold_known(flow.interpolate(latents, noise, sigmas.to(device)), latents, known.to(device))
     # 4. timesteps: one per sample, or one per token when some frames are given (they get 0)
-    timesteps = sigmas * NUM_TRAIN_TIMESTEPS
+    timesteps = flow.to_timesteps(sigmas)  # (B,)
     if known.any():
         tokens_per_frame = (h // patch_size[1]) * (w // patch_size[2])
-        timesteps = flow.per_token_timesteps(timesteps, known, tokens_per_frame)  # (B, L)
+        timesteps = flow.token_timesteps(flow.frame_timesteps(timesteps, known, b), tokens_per_frame)  # (B, L)
     # 5. velocity prediction; loss over the unknown frames only
     pred = model(x_t, timesteps.to(device), **text)
-    loss = masked_mse(pred, flow.velocity_target(latents, noise), known.to(device))
+    loss = flow.flow_loss(pred, latents, noise, known=known.to(device))
     return loss, {"sigma": sigmas.mean().item(), "known": known.float().mean().item()}
 
 

@@ -27,7 +27,7 @@ from videogen.train.config import TrainConfig
 from videogen.train.data import BatchStream, build_dataset, cache_folder, prepare_cache, process_seed, text_batch
 from videogen.train.lora import add_lora, save_lora
 from videogen.train.models import Autoencoder, FlowModel, encode_text, load_components, save_model_folder, tokenize
-from videogen.train.objectives import drop_captions, flow_loss, vae_loss
+from videogen.train.objectives import dit_loss, drop_captions, vae_loss
 from videogen.train.optim import EMA, make_optimizer, make_scheduler
 from videogen.train.runlog import RunLog
 
@@ -95,6 +95,7 @@ class Trainer:
 
     def _build(self) -> None:
         cfg, acc = self.cfg, self.accelerator
+        self.dataset = build_dataset(cfg)  # first: a bad data folder fails before any model loads
         self.parts = load_components(cfg)
         if cfg.task == "dit":
             if cfg.mode == "lora":
@@ -105,7 +106,6 @@ class Trainer:
             module = Autoencoder(self.parts.vae)
         if cfg.train.gradient_checkpointing:
             (self.parts.dit or self.parts.vae).enable_gradient_checkpointing()
-        self.dataset = build_dataset(cfg)
         self.text_cache = None
         data = self.dataset
         if cfg.task == "dit" and cfg.data.cache:
@@ -163,7 +163,7 @@ class Trainer:
                 return vae_loss(self.model, video, cfg.objective, self.generator)
             latents = self._latents(batch)
             patch = tuple(self.parts.dit.config.patch_size)
-            return flow_loss(self.model, latents, self._text(batch["caption"]), cfg.objective, self.generator,
+            return dit_loss(self.model, latents, self._text(batch["caption"]), cfg.objective, self.generator,
                              patch_size=patch)
 
     def _step(self, batches) -> dict:

@@ -1,0 +1,107 @@
+"""LoRA: save in diffusers' format, load into diffusers' WanPipeline, merge into our DiT, round trips, errors."""
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from train_helpers import wan_folder  # noqa: F401  (fixture)
+from videogen.errors import InputError, ModelError
+from videogen.train import _pending
+from videogen.train.config import LoRAConfig
+from videogen.train.lora import add_lora, apply_lora, parse_lora_arg, save_lora
+
+
+def _inputs():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 16, 2, 4, 4, generator=g)  # (B, C, T', H', W')
+    text = torch.randn(1, 7, 16, generator=g)  # (B, N, D)
+    return x, torch.tensor([500.0]), text
+
+
+def _trained_lora(folder, cfg):
+    """A DiT with adapters whose B matrices are random, as after some training."""
+    dit = _pending.VideoDiT.from_pretrained(folder / "transformer")
+    names = add_lora(dit, cfg)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in dit.named_parameters():
+            if ".lora_B." in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return dit, names
+
+
+@pytest.fixture(scope="module")
+def lora_file(wan_folder, tmp_path_factory):
+    cfg = LoRAConfig(rank=4, alpha=2.0)
+    dit, names = _trained_lora(wan_folder, cfg)
+    x, t, text = _inputs()
+    with torch.no_grad():
+        expected = dit(x, t, text)
+    path = save_lora(dit, cfg, tmp_path_factory.mktemp("lora") / "lora.safetensors")
+    return path, expected, names
+
+
+def test_adapters_cover_attention_and_ffn_and_only_they_train(wan_folder):
+    dit, names = _trained_lora(wan_folder, LoRAConfig(rank=2))
+    assert "blocks.0.attn1.to_q" in names and "blocks.1.attn2.to_out.0" in names
+    assert "blocks.0.ffn.net.0.proj" in names and "blocks.0.ffn.net.2" in names
+    assert len(names) == 2 * (2 * 4 + 2)  # 2 blocks x (2 attentions x q,k,v,out + 2 ffn linears)
+    trainable = [n for n, p in dit.named_parameters() if p.requires_grad]
+    assert trainable and all(".lora_" in n for n in trainable)
+    with pytest.raises(ModelError, match="lora.targets"):
+        add_lora(_pending.VideoDiT.from_pretrained(wan_folder / "transformer"), LoRAConfig(targets=["nope"]))
+
+
+def test_file_has_diffusers_keys(lora_file):
+    path, _, names = lora_file
+    keys = set(load_file(str(path)))
+    assert f"transformer.{names[0]}.lora_A.weight" in keys
+    assert all(k.startswith("transformer.blocks.") for k in keys) and len(keys) == 2 * len(names)
+
+
+def test_diffusers_wan_pipeline_loads_it_with_the_same_outputs(wan_folder, lora_file):
+    from diffusers import WanPipeline
+
+    path, expected, _ = lora_file
+    pipe = WanPipeline.from_pretrained(wan_folder)
+    x, t, text = _inputs()
+    with torch.no_grad():
+        base = pipe.transformer(x, t, text, return_dict=False)[0]
+        pipe.load_lora_weights(str(path))
+        theirs = pipe.transformer(x, t, text, return_dict=False)[0]
+    assert (base - expected).abs().max() > 1e-3  # the LoRA changes the output
+    torch.testing.assert_close(theirs, expected, atol=1e-5, rtol=1e-4)  # alpha / r honoured
+
+
+def test_apply_lora_merges_with_scale(wan_folder, lora_file):
+    path, expected, names = lora_file
+    x, t, text = _inputs()
+    dit = _pending.VideoDiT.from_pretrained(wan_folder / "transformer")
+    with torch.no_grad():
+        base = dit(x, t, text)
+        assert apply_lora(dit, path, scale=1.0) == len(names)
+        torch.testing.assert_close(dit(x, t, text), expected, atol=1e-5, rtol=1e-4)
+        apply_lora(dit, path, scale=-0.5)  # half of it back out: halfway between base and full
+        half = dit(x, t, text)
+    full_delta, half_delta = (expected - base).abs().mean(), (half - base).abs().mean()
+    assert 0.4 < (half_delta / full_delta).item() < 0.6
+
+
+def test_lora_arg_and_bad_files(wan_folder, lora_file, tmp_path):
+    assert parse_lora_arg("style.safetensors:0.7") == (tmp_path.__class__("style.safetensors"), 0.7)
+    assert parse_lora_arg("style.safetensors")[1] == 1.0
+    dit = _pending.VideoDiT.from_pretrained(wan_folder / "transformer")
+    with pytest.raises(InputError, match="no such LoRA file"):
+        apply_lora(dit, tmp_path / "missing.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(InputError, match="not a safetensors"):
+        apply_lora(dit, tmp_path / "junk.safetensors")
+    save_file({"blocks.0.attn1.to_q.weight": torch.zeros(16, 16)}, str(tmp_path / "full.safetensors"))
+    with pytest.raises(ModelError, match="not a diffusers/PEFT LoRA"):
+        apply_lora(dit, tmp_path / "full.safetensors")
+    weights = load_file(str(lora_file[0]))
+    key = next(k for k in weights if k.endswith("lora_A.weight"))
+    weights[key] = torch.zeros(4, 99)
+    save_file(weights, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ModelError, match="another model size"):
+        apply_lora(dit, tmp_path / "other.safetensors")

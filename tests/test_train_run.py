@@ -1,0 +1,141 @@
+"""Whole runs on tiny models: the loss goes down, an interrupted + resumed run is bit-exact, the CLI."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from train_helpers import footage_folder, tiny_config, wan_folder  # noqa: F401  (fixture)
+from videogen.cli import main
+from videogen.train.cache import collate_cached
+from videogen.train.data import collate
+from videogen.train.trainer import Trainer, TrainingInterrupted
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return footage_folder(tmp_path_factory.mktemp("footage") / "clips", count=3, frames=9)
+
+
+def fixed_loss(trainer: Trainer, draws: int = 6) -> float:
+    """The objective on all clips with fixed noise and timesteps: comparable before and after training."""
+    dataset = trainer.stream.dataset
+    batch = (collate_cached if "mean" in dataset[0] else collate)([dataset[i] for i in range(len(dataset))])
+    saved = trainer.generator.get_state()
+    trainer.generator.manual_seed(1234)
+    with torch.no_grad():
+        loss = sum(trainer._loss(batch)[0].item() for _ in range(draws)) / draws
+    trainer.generator.set_state(saved)
+    return loss
+
+
+def test_dit_loss_goes_down(wan_folder, data, tmp_path):
+    cfg = tiny_config(model={"pretrained": str(wan_folder)}, data={"path": str(data)},
+                      objective={"caption_dropout": 0.0, "p_first": 0.3},
+                      optim={"lr": 3e-3, "warmup_steps": 2}, train={"max_steps": 16, "batch_size": 3})
+    trainer = Trainer(cfg, tmp_path / "run", show_progress=False)
+    before = fixed_loss(trainer)
+    result = trainer.run()
+    after = fixed_loss(trainer)
+    assert after < 0.9 * before, (before, after)  # fixed draws: any drop is learning, not noise
+    assert (tmp_path / "run" / "model" / "transformer" / "config.json").is_file()
+    rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
+    assert len(rows) == 16 and result.step == 16 and float(rows[-1]["samples_per_s"]) > 0
+
+
+def test_vae_loss_goes_down(data, tmp_path):
+    cfg = tiny_config(task="vae", data={"path": str(data), "frames": [5], "resolutions": ["16x16"]},
+                      optim={"lr": 1e-2}, train={"max_steps": 8, "batch_size": 3})
+    cfg.model.vae_arch.base_dim, cfg.model.vae_arch.dim_mult = 8, [1, 1, 1, 1]
+    trainer = Trainer(cfg, tmp_path / "run", show_progress=False)
+    before = fixed_loss(trainer, draws=1)
+    trainer.run()
+    assert fixed_loss(trainer, draws=1) < 0.8 * before
+    assert (tmp_path / "run" / "model" / "vae" / "config.json").is_file()
+
+
+def _resume_config(wan, data):
+    return tiny_config(model={"pretrained": str(wan)}, data={"path": str(data)},
+                       objective={"p_first": 0.3, "p_first_last": 0.3, "caption_dropout": 0.3},
+                       optim={"ema_decay": 0.9, "warmup_steps": 2},
+                       train={"max_steps": 6, "grad_accum": 2, "checkpoint_every": 2, "keep_checkpoints": 2})
+
+
+def test_interrupted_and_resumed_run_is_bit_exact(wan_folder, data, tmp_path):
+    # 3 clips, batch 1, 2 micro-batches per step: 6 steps cross 4 epochs of data
+    straight = Trainer(_resume_config(wan_folder, data), tmp_path / "a", show_progress=False).run()
+
+    def stop_at_3(trainer, step, stats):
+        if step == 3:
+            trainer.request_stop()  # what the SIGINT/SIGTERM handler does
+
+    with pytest.raises(TrainingInterrupted, match="stopped at step 3"):
+        Trainer(_resume_config(wan_folder, data), tmp_path / "b", show_progress=False, callback=stop_at_3).run()
+    assert [p.name for p in sorted((tmp_path / "b" / "checkpoints").iterdir())] == ["step-0000002", "step-0000003"]
+    resumed = Trainer(_resume_config(wan_folder, data), tmp_path / "b", resume=True, show_progress=False).run()
+
+    assert resumed.step == straight.step == 6 and resumed.loss == straight.loss
+    a, b = tmp_path / "a" / "checkpoints" / "step-0000006", tmp_path / "b" / "checkpoints" / "step-0000006"
+    for name in ("trainable.safetensors", "ema.safetensors"):
+        wa, wb = load_file(str(a / name)), load_file(str(b / name))
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), name
+    oa, ob = torch.load(a / "optimizer.pt"), torch.load(b / "optimizer.pt")
+    assert all(torch.equal(oa["state"][i]["exp_avg_sq"], ob["state"][i]["exp_avg_sq"]) for i in oa["state"])
+    la = list(csv.DictReader(open(tmp_path / "a" / "log.csv")))
+    lb = list(csv.DictReader(open(tmp_path / "b" / "log.csv")))
+    assert [r["loss"] for r in la] == [r["loss"] for r in lb] and len(la) == 6
+    # the exported transformer is the EMA's, and it differs from the base model
+    ours = load_file(str(tmp_path / "a" / "model" / "transformer" / "diffusion_pytorch_model.safetensors"))
+    base = load_file(str(wan_folder / "transformer" / "diffusion_pytorch_model.safetensors"))
+    assert any(not torch.equal(ours[k], base[k]) for k in base)
+
+
+def test_run_folder_and_config_errors(data, tmp_path, capsys):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("x")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("task: dit\nmode: lora\n")
+    assert main(["train", str(cfg), "--data", str(data), "--output", str(tmp_path / "busy")]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert main(["train", str(cfg), "--data", str(data), "--output", str(tmp_path / "new"), "--resume"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    assert main(["train", str(cfg), "--output", str(tmp_path / "r"), "--set", "optim.nope=1"]) == 2
+    assert "optim.nope" in capsys.readouterr().err
+    assert main(["train", str(cfg), "--output", str(tmp_path / "r"), "--set", "data.frames=[8]"]) == 2
+    assert "4k+1" in capsys.readouterr().err
+    assert main(["train", str(cfg), "--data", str(tmp_path / "none"), "--output", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no such folder" in err and err.count("\n") == 1
+
+
+def test_cli_lora_run_sigint_saves_checkpoint_then_resume(wan_folder, data, tmp_path):
+    cfg = tmp_path / "lora.yaml"
+    cfg.write_text(
+        f"task: dit\nmode: lora\nmodel: {{pretrained: {wan_folder}, max_text_length: 16}}\n"
+        "data: {frames: [9], resolutions: [32x32]}\nlora: {rank: 4, alpha: 4}\n"
+        "train: {max_steps: 100000, checkpoint_every: 100000}\n"
+    )
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "videogen", "train", str(cfg), "--data", str(data), "--output", str(run)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "log.csv").is_file() or len((run / "log.csv").read_text().splitlines()) < 3:
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted: stopped at step" in err and "Traceback" not in err
+    assert len(list((run / "checkpoints").glob("step-*"))) == 1
+    saved = int(next((run / "checkpoints").glob("step-*")).name.split("-")[1])
+    done = subprocess.run(cmd + ["--resume", "--max-steps", str(saved + 2)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"trained {saved + 2} steps" in done.stdout and str(run / "lora.safetensors") in done.stdout
+    assert "training" in done.stderr  # the progress bar
+    assert os.path.getsize(run / "lora.safetensors") > 0
