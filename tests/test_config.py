@@ -145,11 +145,8 @@ def test_bad_files(tmp_path):
 
 
 def test_save_load_round_trip(tmp_path):
-    cfg = load_config(
-        TrainConfig,
-        None,
-        overrides=["name=r", "optim.betas=[0.1, 0.2]", "data.size=[8, 16, 24]", "resume=a/b", "loss_weights={x: 2}"],
-    )
+    overrides = ["name=r", "optim.betas=[0.1, 0.2]", "data.size=[8, 16, 24]", "resume=a/b", "loss_weights={x: 2}"]
+    cfg = load_config(TrainConfig, None, overrides=overrides)
     path = save_config(cfg, tmp_path / "saved.yaml")
     assert load_config(TrainConfig, path) == cfg
     plain = yaml.safe_load(path.read_text())

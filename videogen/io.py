@@ -130,6 +130,10 @@ def _reason(e: Exception) -> str:
     return text[0].lower() + text[1:]
 
 
+# FFmpeg's "tty" and related demuxers read any longer text file as a video of rendered text-mode art
+_TEXT_ART_CODECS = {"ansi", "bintext", "xbin", "idf"}
+
+
 class _Input:
     """An opened container and its first video stream; converts PyAV's errors into VideoFileError."""
 
@@ -144,6 +148,9 @@ class _Input:
             self.container.close()
             raise VideoFileError(f"{path}: not a video file (no video stream)")
         self.stream = self.container.streams.video[0]
+        if self.stream.codec_context.name in _TEXT_ART_CODECS:
+            self.container.close()
+            raise VideoFileError(f"{path}: not a video file (text, which FFmpeg would render as ANSI art)")
         self.stream.thread_type = "AUTO"  # frame + slice threads: decoding is the cost of reading
 
     def __enter__(self) -> _Input:
@@ -322,9 +329,8 @@ def _check_read_args(start, max_frames, fps, size) -> None:
         raise InputError(f"max_frames must be a positive integer, got {max_frames!r}")
     if fps is not None and not (isinstance(fps, Real) and 0 < fps < math.inf):
         raise InputError(f"fps must be a positive number, got {fps!r}")
-    if size is not None and not (
-        isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(n, Integral) and n >= 1 for n in size)
-    ):
+    positive_ints = isinstance(size, (tuple, list)) and all(isinstance(n, Integral) and n >= 1 for n in size)
+    if size is not None and not (positive_ints and len(size) == 2):
         raise InputError(f"size must be (height, width) in positive integers, got {size!r}")
 
 
@@ -483,7 +489,7 @@ class VideoWriter:
     def _check_crf(self, crf) -> int:
         top = self._format.max_crf
         if top is not None and not (isinstance(crf, Integral) and 0 <= crf <= top):
-            raise InputError(f"{self.path}: crf must be an integer in 0..{top} for {self.path.suffix}, got {crf!r}")
+            raise InputError(f"{self.path}: crf must be an integer in 0..{top}, got {crf!r}")
         return crf
 
     # -------------------------------------------------------------------------------------- lifecycle
