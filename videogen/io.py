@@ -253,7 +253,7 @@ def _scan_packets(src: _Input):
     except (av.FFmpegError, OSError) as e:
         raise VideoFileError(f"{src.path}: corrupt or truncated video ({_reason(e)})") from None
     if first is None:
-        raise VideoFileError(f"{src.path}: no frame could be decoded")
+        raise VideoFileError(f"{src.path}: corrupt or truncated video (no frame could be decoded)")
     return first, times
 
 
@@ -305,7 +305,7 @@ def read_video(
         if src.is_image:
             frame = next(src.frames(), None)
             if frame is None:
-                raise VideoFileError(f"{path}: no frame could be decoded")
+                raise VideoFileError(f"{path}: corrupt or truncated video (no frame could be decoded)")
             return Video(_to_rgb(frame, size)[None], float(fps or 1.0))  # (1, H, W, 3)
         # GIF's rate needs every frame's timestamp (see _average_fps): a packet scan, no decoding
         source_fps = probe_video(path).fps if src.container_name == "gif" else _average_fps(src, [])
@@ -318,7 +318,7 @@ def read_video(
     if not frames and start > 0:
         raise InputError(f"{path}: start={start:g} s is at or past the end of the video")
     if not frames:
-        raise VideoFileError(f"{path}: no frame could be decoded")
+        raise VideoFileError(f"{path}: corrupt or truncated video (no frame could be decoded)")
     return Video(np.stack(frames), float(fps or source_fps))  # (T, H, W, 3)
 
 
