@@ -179,8 +179,8 @@ def test_bad_frames_are_refused(tmp_path):
     path = tmp_path / "x.mp4"
     with pytest.raises(InputError, match="uint8.*float32"):
         write_video(path, smooth_clip(3).astype(np.float32), fps=8)
-    with pytest.raises(InputError, match="uint8.*float32"):
-        write_video(path, torch.zeros(3, H, W, 3), fps=8)
+    with pytest.raises(InputError, match="uint8.*bfloat16"):
+        write_video(path, torch.zeros(3, H, W, 3, dtype=torch.bfloat16), fps=8)
     with pytest.raises(InputError, match=r"shape \(T, H, W, 3\), got \(3, 32, 48, 4\)"):
         write_video(path, np.zeros((3, H, W, 4), np.uint8), fps=8)
     with pytest.raises(InputError, match="frame size changed from 32x48 to 16x48"):

@@ -442,6 +442,8 @@ def _frame_rate(fps: float | Fraction) -> Fraction:
 def _check_frames(frames, what: str) -> np.ndarray:
     """`frames` as a C-contiguous uint8 numpy array (T, H, W, 3); numpy or torch, one frame (H, W, 3) allowed."""
     if hasattr(frames, "detach"):  # a torch tensor, checked without importing torch
+        if str(frames.dtype) != "torch.uint8":  # before .numpy(), which cannot take bfloat16
+            raise InputError(f"{what}: frames must be uint8 RGB in 0..255, got dtype {frames.dtype}")
         frames = frames.detach().cpu().numpy()
     if not isinstance(frames, np.ndarray):
         raise InputError(f"{what}: frames must be a numpy array or torch tensor, got {type(frames).__name__}")
@@ -514,8 +516,7 @@ class VideoWriter:
             raise InputError(f"{self.path}: no frames were written")
         try:
             self._encode(None)
-            self._container.close()
-            self._container = None
+            self._close_container()
             _publish(self._tmp, self.path, self.overwrite)
         except BaseException:
             self.abort()
@@ -598,6 +599,15 @@ class VideoWriter:
         frame.time_base = 1 / self.fps
         self.frames_written += 1
         return frame
+
+    def _close_container(self) -> None:
+        """Write the trailer (the MP4 index, moved to the front for faststart) and close the file."""
+        av = _av()
+        try:
+            self._container.close()
+        except (av.FFmpegError, OSError) as e:
+            raise ResourceError(f"{self.path}: writing failed ({_reason(e)})") from None
+        self._container = None
 
     def _encode(self, frame) -> None:
         """Encode one frame (None flushes) and mux its packets; encoder or disk failures become ResourceError."""
