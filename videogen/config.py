@@ -31,7 +31,7 @@ import secrets
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, Literal, Sequence, TypeVar, Union
 
 from videogen.errors import ConfigError
 
@@ -43,7 +43,7 @@ T = TypeVar("T")
 # ------------------------------------------------------------------------------------------------ loading
 
 
-def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] = ()) -> T:
+def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> T:
     """An instance of the dataclass `cls` from a YAML file (or only defaults when `path` is None), with
     ``key.sub=value`` overrides applied on top. Raises ConfigError naming the file or override and the key."""
     data = _read_yaml(Path(path)) if path is not None else {}
@@ -195,7 +195,7 @@ def _show(value) -> str:
 # -------------------------------------------------------------------------------------------- overrides
 
 
-def apply_overrides(cls: type, data: dict, overrides: list[str]) -> dict:
+def apply_overrides(cls: type, data: dict, overrides: Sequence[str]) -> dict:
     """Apply ``key.sub=value`` overrides to a raw config mapping (a copy is returned).
 
     The value is read as a YAML scalar or flow collection (``3``, ``1e-4``, ``true``, ``null``, ``[1, 2]``);

@@ -29,7 +29,9 @@ from numbers import Integral, Real
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import av
 import numpy as np
+from av.video.reformatter import ColorPrimaries, ColorRange, ColorTrc
 
 from videogen.errors import InputError, ResourceError
 
@@ -38,15 +40,6 @@ __all__ = ["Video", "VideoInfo", "VideoFileError", "VideoWriter", "read_video", 
 
 class VideoFileError(InputError):
     """A file that cannot be read as a video or image: missing, empty, corrupt, truncated or of another kind."""
-
-
-def _av():
-    """PyAV, imported where used so that ``import videogen.io`` stays light."""
-    try:
-        import av
-    except ImportError as e:  # pragma: no cover - av is a declared dependency
-        raise ResourceError("video I/O needs PyAV: pip install av") from e
-    return av
 
 
 # ------------------------------------------------------------------------------------------------- types
@@ -138,7 +131,6 @@ class _Input:
     """An opened container and its first video stream; converts PyAV's errors into VideoFileError."""
 
     def __init__(self, path: Path):
-        av = _av()
         self.path = path
         try:
             self.container = av.open(str(path), "r")
@@ -186,7 +178,6 @@ class _Input:
         Raises VideoFileError when the data is corrupt, or when a read to the end finds fewer packets than the
         header promises (a truncated MP4 keeps its header but loses frames).
         """
-        av = _av()
         seeked = seek_to > 0 and self._seek(seek_to)
         packets = 0
         try:
@@ -201,7 +192,6 @@ class _Input:
 
     def _seek(self, seconds: float) -> bool:
         """Jump to the keyframe at or before `seconds`; False where the format cannot seek (then read on)."""
-        av = _av()
         s = self.stream
         try:
             self.container.seek(int((seconds + self.start_time) / s.time_base), stream=s, backward=True)
@@ -236,7 +226,6 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
 
 def _scan_packets(src: _Input):
     """The first decoded frame, and the presentation time (seconds) of every packet, in file order."""
-    av = _av()
     first, times = None, []
     try:
         for packet in src.container.demux(src.stream):
@@ -563,10 +552,9 @@ class VideoWriter:
 
     def _open(self) -> None:
         """Reserve the temporary file and start the container; the frame size is known from the first chunk."""
-        av = _av()
         fmt = self._format
         self._tmp = _reserve_temp(self.path)
-        height, width = (_round_up_even(n) for n in self._size) if fmt.even else self._size
+        height, width = (n + n % 2 for n in self._size) if fmt.even else self._size
         options = {"movflags": "+faststart"} if fmt.muxer == "mp4" else {}
         try:
             self._container = av.open(str(self._tmp), "w", format=fmt.muxer, options=options)
@@ -589,7 +577,6 @@ class VideoWriter:
 
     def _to_video_frame(self, rgb: np.ndarray):
         """One (H, W, 3) RGB array as the encoder's input frame, with its presentation timestamp."""
-        av = _av()
         if self._format.pix_fmt == "pal8":
             frame = av.VideoFrame.from_ndarray(_quantize(rgb), format="pal8")
         else:
@@ -602,7 +589,6 @@ class VideoWriter:
 
     def _close_container(self) -> None:
         """Write the trailer (the MP4 index, moved to the front for faststart) and close the file."""
-        av = _av()
         try:
             self._container.close()
         except (av.FFmpegError, OSError) as e:
@@ -611,7 +597,6 @@ class VideoWriter:
 
     def _encode(self, frame) -> None:
         """Encode one frame (None flushes) and mux its packets; encoder or disk failures become ResourceError."""
-        av = _av()
         try:
             for packet in self._stream.encode(frame):
                 self._container.mux(packet)
@@ -674,10 +659,6 @@ def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
     tmp.unlink()
 
 
-def _round_up_even(n: int) -> int:
-    return n + n % 2
-
-
 def _pad_even(rgb: np.ndarray) -> np.ndarray:
     """Pad (H, W, 3) to even H and W by repeating the last row / column (edge replication: no dark border)."""
     h, w = rgb.shape[:2]
@@ -689,8 +670,6 @@ def _pad_even(rgb: np.ndarray) -> np.ndarray:
 def _tag_bt709(codec_context) -> None:
     """Mark the stream as BT.709 limited range, the matrix `_to_video_frame` converts with, so that players
     and decoders do not have to guess (FFmpeg guesses BT.601 for untagged video, browsers often BT.709)."""
-    from av.video.reformatter import ColorPrimaries, ColorRange, ColorTrc
-
     codec_context.colorspace = 1  # AVCOL_SPC_BT709
     codec_context.color_primaries = ColorPrimaries.BT709
     codec_context.color_trc = ColorTrc.BT709
