@@ -26,16 +26,10 @@ def moving_square(num_frames: int, height: int, width: int, *, color=(255, 64, 0
 
 
 def write_mp4(path: Path, frames: np.ndarray, fps: float = 8.0) -> Path:
-    """Write frames with plain PyAV (H.264, yuv420p)."""
-    import av
+    """Write frames as H.264 with videogen's own writer."""
+    from videogen.io import write_video
 
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=int(fps))
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        for f in frames:
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-        out.mux(stream.encode())
-    return path
+    return write_video(path, frames, fps)
 
 
 def footage_folder(root: Path, *, count: int = 3, frames: int = 9, size=(32, 32), captions: str = "sidecar") -> Path:

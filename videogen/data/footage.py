@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from videogen.errors import InputError, VideogenError
-from videogen.train._pending import probe_video, read_video
+from videogen.io import probe_video, read_video
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def plan_clips(path: Path, caption: str, root: Path, *, frames, sizes, fps, stri
     read_size = cover_size(info.height, info.width, bucket)
     stat = path.stat()
     identity = f"{path.relative_to(root).as_posix()}|{stat.st_size}|{stat.st_mtime_ns}"
-    if path.suffix.lower() in IMAGE_EXTS or info.frames == 1:
+    if info.is_image or info.frames == 1:
         return [Clip(path, caption, 0.0, info.fps, 1, bucket, read_size, f"{identity}|image|{bucket[0]}x{bucket[1]}")]
     rate = fps or info.fps
     available = int(math.floor(info.frames * rate / info.fps + 1e-6))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from videogen.errors import ConfigError
-from videogen.train._pending import load_config
+from videogen.config import load_config
 
 # ------------------------------------------------------------------------------------------- the model
 

@@ -6,7 +6,7 @@ import csv
 import math
 from pathlib import Path
 
-from videogen.train._pending import save_config
+from videogen.config import save_config
 from videogen.train.config import TrainConfig
 
 FIRST_COLUMNS = ["step", "loss", "lr", "grad_norm", "samples_per_s"]

@@ -260,7 +260,7 @@ class Trainer:
         cfg, acc, start = self.cfg, self.accelerator, time.perf_counter()
         if self.resume:
             self.load_checkpoint(ckpt.find_resume(self.output))
-        first, samples, stats = self.step, 0, {"loss": float("nan")}
+        samples, stats = 0, {"loss": float("nan")}
         log = RunLog(self.output, cfg, enabled=acc.is_main_process, resume_step=self.step if self.resume else None)
         batches = iter(self.stream)
         self.model.train()
