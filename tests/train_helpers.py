@@ -99,3 +99,24 @@ def wan_folder(tmp_path_factory) -> Path:
     if "wan" not in _BUILT:
         _BUILT["wan"] = tiny_wan_folder(tmp_path_factory.mktemp("wan") / "model")
     return _BUILT["wan"]
+
+
+def ddp_worker(rank: int, world: int, port: int, cfg: TrainConfig, run: Path) -> None:
+    """One process of a CPU data-parallel run (gloo); writes its final weights and its batches."""
+    import json
+    import os
+
+    from safetensors.torch import save_file
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    from videogen.train.trainer import Trainer
+
+    trainer = Trainer(cfg, run, show_progress=False)
+    trainer.run()
+    save_file({n: p.detach().contiguous() for n, p in trainer.trainable.items()}, str(run / f"rank{rank}.safetensors"))
+    (run / f"rank{rank}.json").write_text(json.dumps({
+        "processes": trainer.accelerator.num_processes,
+        "batches": trainer.stream.sampler.batches(0),
+    }))

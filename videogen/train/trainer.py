@@ -77,8 +77,9 @@ class Trainer:
         self.cfg, self.output, self.resume = cfg, Path(output), resume
         self.callback = callback
         self._stop = threading.Event()
-        self._check_output()
         self.accelerator = make_accelerator(cfg)
+        self._check_output()
+        self.accelerator.wait_for_everyone()  # every process checks the folder before any writes to it
         self.show = show_progress and self.accelerator.is_main_process
         self._build()
 
