@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from train_helpers import footage_folder, tiny_config, wan_folder  # noqa: F401  (fixture)
 from videogen.cli import main
+from videogen.io import probe_video
 from videogen.train.cache import collate_cached
 from videogen.train.data import collate
 from videogen.train.trainer import Trainer, TrainingInterrupted
@@ -58,6 +59,8 @@ def test_vae_loss_goes_down(data, tmp_path):
     trainer.run()
     assert fixed_loss(trainer, draws=1) < 0.8 * before
     assert (tmp_path / "run" / "model" / "vae" / "config.json").is_file()
+    info = probe_video(tmp_path / "run" / "validation" / "step-0000008.mp4")  # input | reconstruction
+    assert (info.frames, info.height, info.width) == (5, 16, 32)
 
 
 def _resume_config(wan, data):

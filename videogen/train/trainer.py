@@ -30,6 +30,7 @@ from videogen.train.models import Autoencoder, FlowModel, encode_text, load_comp
 from videogen.train.objectives import dit_loss, drop_captions, vae_loss
 from videogen.train.optim import EMA, make_optimizer, make_scheduler
 from videogen.train.runlog import RunLog
+from videogen.train.validate import write_validation
 
 
 class TrainingInterrupted(VideogenError):
@@ -283,12 +284,21 @@ class Trainer:
                                               f"(continue with --resume)")
                 if self.step % cfg.train.checkpoint_every == 0 and self.step < cfg.train.max_steps:
                     self.save_checkpoint()
+                if cfg.train.validate_every and self.step % cfg.train.validate_every == 0:
+                    self._validate()
         self.save_checkpoint()
         output = self._export()
+        self._validate()
         seconds = time.perf_counter() - start
         return RunResult(self.step, stats["loss"], output, seconds, samples / max(seconds, 1e-9) if samples else 0.0)
 
     # ---------------------------------------------------------------------------------------- outputs
+
+    def _validate(self) -> None:
+        """Validation videos from the current weights (main process; the others wait)."""
+        if self.accelerator.is_main_process:
+            write_validation(self.cfg, self.parts, self.dataset, self.output, self.step, self.accelerator.device)
+        self.accelerator.wait_for_everyone()
 
     def _export(self) -> Path:
         """``lora.safetensors`` or ``model/`` from the final (EMA, when kept) weights."""
