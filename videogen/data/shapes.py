@@ -48,7 +48,9 @@ SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 # unit step of each direction in image coordinates (y points down, so "up" is -y)
 DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 # never produced for training: composition is measured on these (DESIGN.md)
-HELDOUT_PAIRS: frozenset[tuple[str, str]] = frozenset({("yellow", "triangle"), ("cyan", "circle"), ("magenta", "square")})
+HELDOUT_PAIRS: frozenset[tuple[str, str]] = frozenset(
+    {("yellow", "triangle"), ("cyan", "circle"), ("magenta", "square")}
+)
 
 CAPTION_TEMPLATE = "a {color} {shape} moving {direction} on a {background} background"
 Split = Literal["train", "heldout", "all"]
@@ -141,16 +143,31 @@ class ShapeClip:
         return asdict(self)
 
 
-def sample_spec(rng: np.random.Generator, split: Split = "train") -> ShapeClip:
+def sample_spec(
+    rng: np.random.Generator,
+    split: Split = "train",
+    *,
+    color: str | None = None,
+    shape: str | None = None,
+    direction: str | None = None,
+    background: str | None = None,
+) -> ShapeClip:
     """Draw a clip uniformly over the split's (pair, direction, background) and over positions and sizes.
 
-    The start position is drawn from the positions whose whole path stays `MARGIN` inside the canvas, so
-    every sampled clip is valid by construction.
+    Attributes given as keywords are kept (the rest is still drawn, so a fixed attribute does not change
+    how the others are drawn); a fixed (color, shape) pair must belong to the split. The start position is
+    drawn from the positions whose whole path stays `MARGIN` inside the canvas, so every sampled clip is
+    valid by construction.
     """
     choices = pairs(split)
-    color, shape = choices[rng.integers(len(choices))]
-    direction = list(DIRECTIONS)[rng.integers(len(DIRECTIONS))]
-    background = list(BACKGROUNDS)[rng.integers(len(BACKGROUNDS))]
+    drawn_color, drawn_shape = choices[rng.integers(len(choices))]
+    drawn_direction = list(DIRECTIONS)[rng.integers(len(DIRECTIONS))]
+    drawn_background = list(BACKGROUNDS)[rng.integers(len(BACKGROUNDS))]
+    color, shape = color or drawn_color, shape or drawn_shape
+    direction, background = direction or drawn_direction, background or drawn_background
+    if (color, shape) not in choices:
+        raise InputError(f"the pair ({color}, {shape}) is not in the {split!r} split of the shapes world")
+    _check_choice("direction", direction, DIRECTIONS)
     size = rng.uniform(*SIZE_RANGE)
     travel = rng.uniform(*TRAVEL_RANGE)
     low, high = size / 2 + MARGIN, 1 - size / 2 - MARGIN
@@ -229,7 +246,8 @@ def render(spec: ShapeClip, *, size: int = 64, num_frames: int = 17, supersample
             f"cannot render a shapes clip of size {size}, {num_frames} frames, supersample {supersample}: "
             "need size >= 8, at least 1 frame and supersample >= 1"
         )
-    counts = hit_counts(spec.shape, centers(spec, size, num_frames), spec.size * size / 2, size, supersample=supersample)
+    path = centers(spec, size, num_frames)  # (T, 2)
+    counts = hit_counts(spec.shape, path, spec.size * size / 2, size, supersample=supersample)  # (T, H, W)
     # one colour per coverage level: background + alpha * (color - background), rounded once
     alpha = np.arange(supersample**2 + 1, dtype=np.float32) / supersample**2  # (levels,)
     background = np.array(BACKGROUNDS[spec.background], np.float32)
