@@ -260,6 +260,8 @@ def test_wrong_attributes_are_scored_wrong():
     spec = ShapeClip("magenta", "triangle", "down", "white", x=0.4, y=0.3, size=0.27, travel=0.45)
     analysis = analyze(render(spec))
     assert score(analysis, spec)["all_correct"] and score(analysis, spec.caption)["all_correct"]
+    assert all(type(v) is bool for v in score(analysis, spec).values())
+    assert all(type(v) is float and 0 <= v <= 1 for v in analysis.confidence.values())
     vocabulary = {"color": COLORS, "shape": SHAPES, "direction": DIRECTIONS, "background": BACKGROUNDS}
     for attribute, values in vocabulary.items():
         for value in values:

@@ -340,7 +340,7 @@ def _direction(obj: _Object, size: tuple[int, int], cfg: AnalysisConfig, diag: d
     centred = t - t.mean()
     slope = centred @ obj.centroids[obj.found] / (centred @ centred)  # (2,) pixels per frame, (x, y)
     dx, dy = slope * span / np.array([size[1], size[0]])
-    motion = math.hypot(dx, dy)
+    motion = float(math.hypot(dx, dy))
     diag.update(motion_x=float(dx), motion_y=float(dy))
     if motion < cfg.min_motion:
         return NONE, 0.0, motion
@@ -350,7 +350,7 @@ def _direction(obj: _Object, size: tuple[int, int], cfg: AnalysisConfig, diag: d
     else:
         name = "down" if dy > 0 else "up"
     straightness = (major - minor) / (major + minor)
-    return name, straightness * min(1.0, motion / (2 * cfg.min_motion)), motion
+    return name, float(straightness * min(1.0, motion / (2 * cfg.min_motion))), float(motion)
 
 
 # ----------------------------------------------------------------------------------------------- scoring
@@ -365,7 +365,7 @@ def score(
     """
     target = _expected(expected)
     result = {
-        name: getattr(analysis, name) == getattr(target, name) and analysis.confidence[name] >= min_confidence
+        name: bool(getattr(analysis, name) == getattr(target, name) and analysis.confidence[name] >= min_confidence)
         for name in ATTRIBUTES
     }
     result["all_correct"] = all(result.values())
