@@ -225,6 +225,14 @@ def test_every_combination_is_analysed_correctly():
     assert result["all_correct"] == 1.0, failures[:5]
 
 
+@pytest.mark.parametrize("size, num_frames", [(32, 9), (128, 9)])
+def test_analysis_is_resolution_independent(size, num_frames):
+    rng = np.random.default_rng(4)
+    specs = [sample_spec(rng, "all", color=color, shape=shape) for color, shape in pairs("all")]
+    scores = [score(analyze(render(s, size=size, num_frames=num_frames)), s) for s in specs]
+    assert summarize(scores)["all_correct"] == 1.0
+
+
 DEGRADATIONS = {
     "noise": lambda f, rng: degrade.gaussian_noise(f, 12.0, rng=rng),
     "blur": lambda f, rng: degrade.gaussian_blur(f, 1.2),
@@ -243,9 +251,10 @@ def test_analysis_survives_pipeline_degradations(name):
 
 
 def test_analysis_survives_a_real_h264_round_trip():
-    specs = every_combination(positions=1, seed=2)[::9]  # 24 clips over all shapes, colours, directions
+    # a stride coprime with 3 and 4: 31 clips over every colour, shape, direction and background
+    specs = every_combination(positions=1, seed=2)[::7]
     result, failures = accuracy(specs, lambda f, rng: degrade.h264(f, fps=8, crf=23))
-    assert result["all_correct"] >= 23 / 24, failures  # one miss allowed: x264 builds may code differently
+    assert result["all_correct"] >= 30 / 31, failures  # one miss allowed: x264 builds may code differently
 
 
 def test_degradations_really_change_the_frames():
@@ -314,7 +323,7 @@ def test_pure_noise_gives_none_not_a_confident_answer():
 
 
 def test_confidence_is_high_on_clean_clips_and_lower_when_degraded():
-    specs = every_combination(positions=1, seed=3)[::6]
+    specs = every_combination(positions=1, seed=3)[::5]  # 44 clips over every attribute value
     clean = [min(analyze(render(s)).confidence.values()) for s in specs]
     blurred = [min(analyze(degrade.gaussian_blur(render(s), 1.5)).confidence.values()) for s in specs]
     assert np.median(clean) > 0.6 and min(clean) > 0.3

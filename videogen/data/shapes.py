@@ -10,7 +10,7 @@ a model that draws a yellow triangle has combined "yellow" and "triangle" from s
 Rendering is exact up to anti-aliasing: every pixel's coverage is the mean of a supersampled grid of
 point-in-shape tests, so edges are smooth (a VAE trained on them learns smooth shapes, not staircase
 artefacts). The tests run on a small patch around the object, vectorised over frames, so one 64x64x17 clip
-costs well under a millisecond of numpy work.
+costs about a millisecond of numpy work (docs/benchmarks.md).
 
 Coordinates are continuous with the origin at the top-left corner of the canvas and y pointing down; pixel
 (i, j) covers [j, j + 1) x [i, i + 1). A `ShapeClip` stores positions and sizes as fractions of the canvas,
