@@ -264,6 +264,8 @@ def _segment(pixels: np.ndarray, background: np.ndarray, cfg: AnalysisConfig, di
 
 
 class _Frame(NamedTuple):
+    """What one frame's mask shows."""
+
     centroid: np.ndarray  # (2,) float (x, y) in pixels
     fill: float  # fill ratio of the bounding box
     skew: float  # skewness of the mask's rows (y down)
@@ -291,8 +293,8 @@ def _measure_frame(alpha: np.ndarray, canvas: int, cfg: AnalysisConfig) -> _Fram
 
 
 def _skewness(weights: np.ndarray) -> float:
-    """Skewness of the position along `weights` (a mass profile; negative mass is noise, clipped to 0)."""
-    weights = np.clip(weights, 0, None).astype(np.float64)
+    """Skewness of the position along a mass profile `weights` (third standardised moment)."""
+    weights = weights.astype(np.float64)
     total = weights.sum()
     if total <= 0:
         return 0.0
@@ -303,6 +305,7 @@ def _skewness(weights: np.ndarray) -> float:
 
 
 def _color(obj: _Object, cfg: AnalysisConfig, diag: dict) -> tuple[str, float]:
+    """Nearest palette colour to the core pixels' median; confidence = margin x share agreeing with it."""
     if len(obj.core) == 0:
         return NONE, 0.0
     median = np.median(obj.core, axis=0)  # (3,)
@@ -314,6 +317,7 @@ def _color(obj: _Object, cfg: AnalysisConfig, diag: dict) -> tuple[str, float]:
 
 
 def _shape(obj: _Object, cfg: AnalysisConfig, diag: dict) -> tuple[str, float]:
+    """Nearest prototype to the median (fill, skewness); confidence = margin over the runner-up."""
     fill, skew = np.nanmedian(obj.fill[obj.found]), np.nanmedian(obj.skew[obj.found])
     diag.update(shape_fill=float(fill), shape_skew=float(skew))
     if not np.isfinite(fill):
@@ -332,6 +336,7 @@ def _shape(obj: _Object, cfg: AnalysisConfig, diag: dict) -> tuple[str, float]:
 
 
 def _direction(obj: _Object, size: tuple[int, int], cfg: AnalysisConfig, diag: dict) -> tuple[str, float, float]:
+    """Dominant axis and sign of the centroid's displacement; confidence = straightness x magnitude."""
     t = np.flatnonzero(obj.found).astype(np.float64)
     if len(t) < 2:
         return NONE, 0.0, 0.0
