@@ -1,1 +1,1 @@
-"""Training data: the footage folder loader, bucketed batching and the procedural shapes world."""
+"""Datasets for training: the procedural shapes world, footage folders, and bucketed batching."""
