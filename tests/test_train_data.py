@@ -121,3 +121,19 @@ def test_collate_stacks_one_bucket(tmp_path):
     data = FootageDataset(footage_folder(tmp_path / "d", count=2), frames=[9], sizes=[(32, 32)])
     batch = collate([data[0], data[1]])
     assert batch["video"].shape == (2, 3, 9, 32, 32) and len(batch["caption"]) == 2
+
+
+def test_shapes_world_as_training_clips():
+    from videogen.data.shapes import pairs
+    from videogen.train.config import TrainConfig
+    from videogen.train.data import build_dataset
+
+    cfg = TrainConfig()
+    cfg.data.kind, cfg.data.shapes_samples, cfg.data.shapes_size, cfg.data.frames = "shapes", 40, 32, [9]
+    data = build_dataset(cfg)
+    assert len(data) == 40 and set(data.buckets) == {(9, 32, 32)} and len(set(data.keys)) == 40
+    item = data[3]
+    assert item["video"].shape == (3, 9, 32, 32) and item["caption"] == data.captions[3]
+    assert torch.equal(build_dataset(cfg)[3]["video"], item["video"])  # deterministic per (seed, index)
+    heldout = {f"a {c} {s} " for c, s in pairs("heldout")}
+    assert not any(cap.startswith(h) for cap in data.captions for h in heldout)
