@@ -117,7 +117,7 @@ def test_run_folder_and_config_errors(data, tmp_path, capsys):
     assert err.startswith("error: ") and "no such folder" in err and err.count("\n") == 1
 
 
-def test_cli_lora_run_sigint_saves_checkpoint_then_resume(wan_folder, data, tmp_path):
+def test_cli_lora_run_sigint_saves_checkpoint_then_resume(wan_folder, data, tmp_path, capsys):
     cfg = tmp_path / "lora.yaml"
     cfg.write_text(
         f"task: dit\nmode: lora\nmodel: {{pretrained: {wan_folder}, max_text_length: 16}}\n"
@@ -137,8 +137,8 @@ def test_cli_lora_run_sigint_saves_checkpoint_then_resume(wan_folder, data, tmp_
     assert "interrupted: stopped at step" in err and "Traceback" not in err
     assert len(list((run / "checkpoints").glob("step-*"))) == 1
     saved = int(next((run / "checkpoints").glob("step-*")).name.split("-")[1])
-    done = subprocess.run(cmd + ["--resume", "--max-steps", str(saved + 2)], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert f"trained {saved + 2} steps" in done.stdout and str(run / "lora.safetensors") in done.stdout
-    assert "training" in done.stderr  # the progress bar
+    assert main(cmd[3:] + ["--resume", "--max-steps", str(saved + 2)]) == 0
+    out, err = capsys.readouterr()
+    assert f"trained {saved + 2} steps" in out and str(run / "lora.safetensors") in out
+    assert "training" in err  # the progress bar
     assert os.path.getsize(run / "lora.safetensors") > 0
