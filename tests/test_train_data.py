@@ -8,8 +8,14 @@ import pytest
 import torch
 
 from train_helpers import footage_folder, moving_square, write_mp4
-from videogen.data.buckets import BucketBatchSampler, epoch_batches
-from videogen.data.footage import FootageDataset, collate, cover_size, nearest_bucket
+from videogen.data.footage import (
+    BucketBatchSampler,
+    FootageDataset,
+    collate,
+    cover_size,
+    epoch_batches,
+    nearest_bucket,
+)
 from videogen.errors import InputError
 
 

@@ -14,8 +14,7 @@ from safetensors.torch import load_file
 from train_helpers import footage_folder, tiny_config, wan_folder  # noqa: F401  (fixture)
 from videogen.cli import main
 from videogen.io import probe_video
-from videogen.train.cache import collate_cached
-from videogen.train.data import collate
+from videogen.train.data import collate, collate_cached
 from videogen.train.trainer import Trainer, TrainingInterrupted
 
 

@@ -13,7 +13,9 @@ Ctrl-C or SIGTERM finishes the current step, writes a checkpoint and raises `Tra
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
+import math
 import signal
 import threading
 import time
@@ -21,16 +23,23 @@ from pathlib import Path
 
 import torch
 
+from videogen.config import save_config
 from videogen.errors import InputError, VideogenError
-from videogen.train import checkpoint as ckpt
+from videogen.train import state as ckpt
 from videogen.train.config import TrainConfig
 from videogen.train.data import BatchStream, build_dataset, cache_folder, prepare_cache, process_seed, text_batch
 from videogen.train.lora import add_lora, save_lora
-from videogen.train.models import Autoencoder, FlowModel, encode_text, load_components, save_model_folder, tokenize
+from videogen.train.models import (
+    Autoencoder,
+    FlowModel,
+    encode_text,
+    load_components,
+    save_model_folder,
+    tokenize,
+    write_validation,
+)
 from videogen.train.objectives import dit_loss, drop_captions, vae_loss
-from videogen.train.optim import EMA, make_optimizer, make_scheduler
-from videogen.train.runlog import RunLog
-from videogen.train.validate import write_validation
+from videogen.train.state import EMA, make_optimizer, make_scheduler
 
 
 class TrainingInterrupted(VideogenError):
@@ -44,6 +53,83 @@ class RunResult:
     output: Path  # lora.safetensors or model/
     seconds: float  # wall time of this invocation
     samples_per_second: float
+
+
+# ------------------------------------------------------------------------------------------ the record
+
+
+FIRST_COLUMNS = ["step", "loss", "lr", "grad_norm", "samples_per_s"]
+
+
+class RunLog:
+    """``config.yaml`` and ``log.csv`` in the run folder (main process only; a no-op elsewhere).
+
+    On resume the CSV keeps its rows up to the resumed step and drops the later ones, which the resumed
+    run is about to write again.
+    """
+
+    def __init__(self, folder: Path, cfg: TrainConfig, *, enabled: bool = True, resume_step: int | None = None):
+        self.folder, self.enabled = Path(folder), enabled
+        self.csv_path = self.folder / "log.csv"
+        self.columns: list[str] | None = None
+        self.tensorboard = None
+        if not enabled:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, self.folder / ("config.yaml" if resume_step is None else "config.resumed.yaml"))
+        if resume_step is not None and self.csv_path.is_file():
+            self._truncate(resume_step)
+
+    def _truncate(self, step: int) -> None:
+        with open(self.csv_path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if not rows:
+            return
+        self.columns = list(rows[0].keys())
+        with open(self.csv_path, "w", newline="") as f:
+            writer = csv.DictWriter(f, self.columns)
+            writer.writeheader()
+            writer.writerows(r for r in rows if int(r["step"]) <= step)
+
+    def __enter__(self):
+        if self.enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # TensorBoard is optional: pip install tensorboard
+                SummaryWriter = None
+            if SummaryWriter is not None:
+                self.tensorboard = SummaryWriter(str(self.folder / "tensorboard"))
+        return self
+
+    def __exit__(self, *exc):
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+    def row(self, step: int, stats: dict) -> None:
+        if not self.enabled:
+            return
+        values = {"step": step, **{k: v for k, v in stats.items() if isinstance(v, (int, float))}}
+        new = self.columns is None
+        if new:
+            self.columns = FIRST_COLUMNS + sorted(k for k in values if k not in FIRST_COLUMNS)
+        with open(self.csv_path, "a", newline="") as f:
+            writer = csv.DictWriter(f, self.columns, extrasaction="ignore")
+            if new and f.tell() == 0:
+                writer.writeheader()
+            writer.writerow({k: _fmt(values.get(k)) for k in self.columns})
+        if self.tensorboard is not None:
+            for k, v in values.items():
+                if k != "step" and math.isfinite(v):
+                    self.tensorboard.add_scalar(k, v, step)
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return ""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+# ------------------------------------------------------------------------------------------- the trainer
 
 
 def make_accelerator(cfg: TrainConfig):
