@@ -141,3 +141,15 @@ def test_cli_lora_run_sigint_saves_checkpoint_then_resume(wan_folder, data, tmp_
     assert f"trained {saved + 2} steps" in out and str(run / "lora.safetensors") in out
     assert "training" in err  # the progress bar
     assert os.path.getsize(run / "lora.safetensors") > 0
+
+
+def test_text_encoder_trains_with_the_dit_under_gradient_checkpointing(wan_folder, data, tmp_path):
+    cfg = tiny_config(model={"pretrained": str(wan_folder), "train_text_encoder": True}, data={"path": str(data)},
+                      train={"max_steps": 2, "gradient_checkpointing": True}, objective={"caption_dropout": 0.0})
+    trainer = Trainer(cfg, tmp_path / "run", show_progress=False)
+    assert trainer.text_cache is None and any(n.startswith("text_encoder.") for n in trainer.trainable)
+    trainer.run()
+    for part, file in (("text_encoder", "model.safetensors"), ("transformer", "diffusion_pytorch_model.safetensors")):
+        ours = load_file(str(tmp_path / "run" / "model" / part / file))
+        base = load_file(str(wan_folder / part / file))
+        assert any(not torch.equal(ours[k], base[k]) for k in base), part
