@@ -265,7 +265,7 @@ class Trainer:
                 loss, stats = self._loss(batch)
                 acc.backward(loss / n)
             total += loss.item() / n
-            samples += len(batch["caption"] if "caption" in batch else batch["video"])
+            samples += len(batch["caption"])
         norm = None
         if self.cfg.optim.max_grad_norm > 0:
             norm = acc.clip_grad_norm_(list(self.trainable.values()), self.cfg.optim.max_grad_norm)
