@@ -6,21 +6,24 @@ from safetensors.torch import load_file, save_file
 
 from train_helpers import wan_folder  # noqa: F401  (fixture)
 from videogen.errors import InputError, ModelError
-from videogen.train import _pending
 from videogen.train.config import LoRAConfig
 from videogen.train.lora import add_lora, apply_lora, parse_lora_arg, save_lora
+from videogen.train.models import model_classes
+
+VideoDiT = model_classes()[0]
 
 
-def _inputs():
+def _inputs(folder):
+    config = VideoDiT.load_config(folder / "transformer")
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(1, 16, 2, 4, 4, generator=g)  # (B, C, T', H', W')
-    text = torch.randn(1, 7, 16, generator=g)  # (B, N, D)
+    x = torch.randn(1, config["in_channels"], 2, 4, 4, generator=g)  # (B, C, T', H', W')
+    text = torch.randn(1, 7, config["text_dim"], generator=g)  # (B, N, D)
     return x, torch.tensor([500.0]), text
 
 
 def _trained_lora(folder, cfg):
     """A DiT with adapters whose B matrices are random, as after some training."""
-    dit = _pending.VideoDiT.from_pretrained(folder / "transformer")
+    dit = VideoDiT.from_pretrained(folder / "transformer")
     names = add_lora(dit, cfg)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -34,7 +37,7 @@ def _trained_lora(folder, cfg):
 def lora_file(wan_folder, tmp_path_factory):
     cfg = LoRAConfig(rank=4, alpha=2.0)
     dit, names = _trained_lora(wan_folder, cfg)
-    x, t, text = _inputs()
+    x, t, text = _inputs(wan_folder)
     with torch.no_grad():
         expected = dit(x, t, text)
     path = save_lora(dit, cfg, tmp_path_factory.mktemp("lora") / "lora.safetensors")
@@ -49,7 +52,7 @@ def test_adapters_cover_attention_and_ffn_and_only_they_train(wan_folder):
     trainable = [n for n, p in dit.named_parameters() if p.requires_grad]
     assert trainable and all(".lora_" in n for n in trainable)
     with pytest.raises(ModelError, match="lora.targets"):
-        add_lora(_pending.VideoDiT.from_pretrained(wan_folder / "transformer"), LoRAConfig(targets=["nope"]))
+        add_lora(VideoDiT.from_pretrained(wan_folder / "transformer"), LoRAConfig(targets=["nope"]))
 
 
 def test_file_has_diffusers_keys(lora_file):
@@ -64,7 +67,7 @@ def test_diffusers_wan_pipeline_loads_it_with_the_same_outputs(wan_folder, lora_
 
     path, expected, _ = lora_file
     pipe = WanPipeline.from_pretrained(wan_folder)
-    x, t, text = _inputs()
+    x, t, text = _inputs(wan_folder)
     with torch.no_grad():
         base = pipe.transformer(x, t, text, return_dict=False)[0]
         pipe.load_lora_weights(str(path))
@@ -75,8 +78,8 @@ def test_diffusers_wan_pipeline_loads_it_with_the_same_outputs(wan_folder, lora_
 
 def test_apply_lora_merges_with_scale(wan_folder, lora_file):
     path, expected, names = lora_file
-    x, t, text = _inputs()
-    dit = _pending.VideoDiT.from_pretrained(wan_folder / "transformer")
+    x, t, text = _inputs(wan_folder)
+    dit = VideoDiT.from_pretrained(wan_folder / "transformer")
     with torch.no_grad():
         base = dit(x, t, text)
         assert apply_lora(dit, path, scale=1.0) == len(names)
@@ -90,7 +93,7 @@ def test_apply_lora_merges_with_scale(wan_folder, lora_file):
 def test_lora_arg_and_bad_files(wan_folder, lora_file, tmp_path):
     assert parse_lora_arg("style.safetensors:0.7") == (tmp_path.__class__("style.safetensors"), 0.7)
     assert parse_lora_arg("style.safetensors")[1] == 1.0
-    dit = _pending.VideoDiT.from_pretrained(wan_folder / "transformer")
+    dit = VideoDiT.from_pretrained(wan_folder / "transformer")
     with pytest.raises(InputError, match="no such LoRA file"):
         apply_lora(dit, tmp_path / "missing.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"not safetensors")

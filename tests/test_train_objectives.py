@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from videogen.train.config import ObjectiveConfig
-from videogen.train import _pending as flow
+from videogen.train.objectives import flow  # the shared flow-matching module
 from videogen.train.objectives import dit_loss, drop_captions, known_frames, sample_modes, ssim
 
 

@@ -25,10 +25,19 @@ import numpy as np
 import torch
 
 from videogen.errors import ModelError
-from videogen.train import _pending
 from videogen.train.config import TrainConfig
 
 # --------------------------------------------------------------------------------------------- loading
+
+
+def model_classes():
+    """(VideoDiT, CausalVideoVAE)."""
+    try:
+        from videogen.models.dit import VideoDiT
+        from videogen.models.vae import CausalVideoVAE
+    except ImportError:  # TEMPORARY: until the dit and vae branches are on main
+        from videogen.train._pending import CausalVideoVAE, VideoDiT
+    return VideoDiT, CausalVideoVAE
 
 
 def component_folder(folder: str | Path, name: str) -> Path:
@@ -52,13 +61,14 @@ class Components:
 
 
 def _vae(cfg: TrainConfig):
+    vae_class = model_classes()[1]
     source = cfg.model.vae or cfg.model.pretrained
     if source is not None:
-        return _pending.CausalVideoVAE.from_pretrained(component_folder(source, "vae"))
+        return vae_class.from_pretrained(component_folder(source, "vae"))
     if cfg.task == "dit":
         raise ModelError("a DiT run needs a VAE: set model.pretrained or model.vae to a folder")
     arch = cfg.model.vae_arch
-    return _pending.CausalVideoVAE(base_dim=arch.base_dim, z_dim=arch.z_dim, dim_mult=list(arch.dim_mult),
+    return vae_class(base_dim=arch.base_dim, z_dim=arch.z_dim, dim_mult=list(arch.dim_mult),
                                    num_res_blocks=arch.num_res_blocks, attn_scales=[],
                                    temperal_downsample=list(arch.temperal_downsample))
 
@@ -80,10 +90,11 @@ def _text(cfg: TrainConfig):
 
 
 def _dit(cfg: TrainConfig, latent_channels: int, text_dim: int):
+    dit_class = model_classes()[0]
     if cfg.model.pretrained is not None:
-        return _pending.VideoDiT.from_pretrained(component_folder(cfg.model.pretrained, "transformer"))
+        return dit_class.from_pretrained(component_folder(cfg.model.pretrained, "transformer"))
     a = cfg.model.dit
-    return _pending.VideoDiT(num_layers=a.num_layers, num_attention_heads=a.num_attention_heads,
+    return dit_class(num_layers=a.num_layers, num_attention_heads=a.num_attention_heads,
                              attention_head_dim=a.attention_head_dim, ffn_dim=a.ffn_dim, freq_dim=a.freq_dim,
                              text_dim=text_dim, in_channels=latent_channels, out_channels=latent_channels)
 

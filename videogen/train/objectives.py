@@ -17,7 +17,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from videogen.train import _pending as flow
+try:
+    from videogen.diffusion import flow
+except ImportError:  # TEMPORARY: until the pipe branch's flow module is on main
+    from videogen.train import _pending as flow
 from videogen.train.config import ObjectiveConfig
 
 MODES = ("none", "first", "first_last")
