@@ -180,8 +180,7 @@ def save_model_folder(cfg: TrainConfig, parts: Components, folder: Path) -> Path
     if base is not None:
         shutil.copytree(base, tmp)
     elif cfg.task == "dit":
-        raise ModelError("exporting a DiT trained from scratch needs the pipeline's save_pretrained "
-                         "(not merged yet); the trained weights are in the last checkpoint")
+        return save_new_pipeline(cfg, parts, folder)
     trained = {"vae": parts.vae} if cfg.task == "vae" else {"transformer": parts.dit}
     if cfg.model.train_text_encoder:
         trained["text_encoder"] = parts.text_encoder
@@ -192,6 +191,24 @@ def save_model_folder(cfg: TrainConfig, parts: Components, folder: Path) -> Path
         shutil.rmtree(folder)
     tmp.replace(folder)
     return folder
+
+
+def save_new_pipeline(cfg: TrainConfig, parts: Components, folder: Path) -> Path:
+    """A model trained from scratch (the demo) as a complete folder, written by the pipeline itself."""
+    try:
+        from videogen.models.text import TextEncoder
+        from videogen.pipeline import GenerationDefaults, VideoPipeline
+    except ImportError:  # TEMPORARY: until the pipe branch is on main
+        raise ModelError("exporting a DiT trained from scratch needs videogen.pipeline (not merged yet); the "
+                         "trained weights are in the last checkpoint") from None
+    v = cfg.validation
+    defaults = GenerationDefaults(num_frames=v.frames, height=v.height, width=v.width, num_steps=v.steps,
+                                  guidance_scale=v.guidance, shift=v.shift, fps=cfg.data.fps or 8.0)
+    with evaluating(parts.dit, parts.text_encoder):
+        text = TextEncoder(parts.tokenizer, parts.text_encoder, max_sequence_length=cfg.model.max_text_length)
+        pipe = VideoPipeline(text, parts.vae, parts.dit, scheduler_config(cfg), defaults=defaults,
+                             device=parts.dit.device)
+        return pipe.save_pretrained(folder, overwrite=True)
 
 
 # ------------------------------------------------------------------------------------------ validation
