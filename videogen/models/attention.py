@@ -202,12 +202,14 @@ def attention(
 
 def _check_shapes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> None:
     if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
-        raise InputError(f"attention takes (B, L, heads, dim) tensors, got shapes {[tuple(t.shape) for t in (q, k, v)]}")
+        shapes = [tuple(t.shape) for t in (q, k, v)]
+        raise InputError(f"attention takes (B, L, heads, dim) tensors, got shapes {shapes}")
     b, _, h, d = q.shape
     if k.shape != v.shape or k.shape[0] != b or k.shape[2] != h or k.shape[3] != d:
         raise InputError(f"attention q/k/v shapes disagree: {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
     if mask is not None and (mask.dtype != torch.bool or tuple(mask.shape) != (b, k.shape[1])):
-        raise InputError(f"attention mask must be bool (B, Lk) = {(b, k.shape[1])}, got {mask.dtype} {tuple(mask.shape)}")
+        expected = (b, k.shape[1])
+        raise InputError(f"attention mask must be bool (B, Lk) = {expected}, got {mask.dtype} {tuple(mask.shape)}")
 
 
 # ------------------------------------------------------------------------------------------- backends
@@ -249,9 +251,10 @@ def _chunked(q, k, v, mask, scale, chunk_bytes=DEFAULT_CHUNK_BYTES) -> torch.Ten
     for start in range(0, lq, rows):
         q_block = q[:, start : start + rows]  # (B, rows, heads, dim)
         if recompute:
-            blocks.append(torch.utils.checkpoint.checkpoint(_math_block, q_block, k_t, v_t, mask, scale, use_reentrant=False))
+            block = torch.utils.checkpoint.checkpoint(_math_block, q_block, k_t, v_t, mask, scale, use_reentrant=False)
         else:
-            blocks.append(_math_block(q_block, k_t, v_t, mask, scale))
+            block = _math_block(q_block, k_t, v_t, mask, scale)
+        blocks.append(block)
     return torch.cat(blocks, dim=1)  # (B, Lq, heads, dim)
 
 

@@ -45,7 +45,7 @@ QK_NORM = "rms_norm_across_heads"  # the only query/key norm Wan uses: one RMSNo
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN: normalized ``x`` shifted and scaled per sample or per token (DiT, Section 3.2)."""
-    return x * (1 + scale) + shift
+    return torch.addcmul(shift, x, 1 + scale)
 
 
 def _checkpoint(module: nn.Module, *args):
@@ -127,11 +127,11 @@ class RotaryEmbedding3D(nn.Module):
         self.cos, self.sin = (t.to(device=self.cos.device, dtype=torch.float32) for t in tables)
         return self
 
-    def forward(self, grid: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin ``(L, head_dim / 2)`` for the tokens of a ``(T, H, W)`` patch grid, in (t h w) order."""
+    def forward(self, grid: tuple[int, int, int]) -> torch.Tensor:
+        """Unit complex rotations ``(L, head_dim / 2)`` for the tokens of a ``(T, H, W)`` grid, (t h w) order."""
         if max(grid) > self.max_len:
             raise InputError(f"latent patch grid {grid} exceeds the model's rope_max_seq_len {self.max_len}")
-        return self._table(self.cos, grid), self._table(self.sin, grid)
+        return torch.complex(self._table(self.cos, grid), self._table(self.sin, grid))  # complex64
 
     def _table(self, table: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         t, h, w = grid
@@ -147,12 +147,15 @@ class RotaryEmbedding3D(nn.Module):
         return rearrange(full, "t h w d -> (t h w) d")
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate channel pairs (x[2i], x[2i+1]) of ``x`` ``(B, L, heads, dim)`` by the angles of ``cos``/``sin``
-    ``(L, dim / 2)``, in fp32 (RoFormer, Equation 34), returned in the dtype of ``x``."""
-    x1, x2 = rearrange(x.float(), "b l h (d two) -> two b l h d", two=2)  # each (B, L, heads, dim / 2)
-    cos, sin = cos[None, :, None], sin[None, :, None]  # (1, L, 1, dim / 2)
-    rotated = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (B, L, heads, dim / 2, 2)
+def apply_rope(x: torch.Tensor, cis: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs (x[2i], x[2i+1]) of ``x`` ``(B, L, heads, dim)`` by the unit complex numbers ``cis``
+    ``(L, dim / 2)``, in fp32 (RoFormer, Equation 34, in its complex form), returned in the dtype of ``x``.
+
+    One complex multiply instead of four real ones and a re-interleave: the same numbers, a fraction of the
+    memory traffic.
+    """
+    pairs = torch.view_as_complex(rearrange(x.float(), "b l h (d two) -> b l h d two", two=2).contiguous())
+    rotated = torch.view_as_real(pairs * cis[None, :, None])  # (B, L, heads, dim / 2, 2)
     return rearrange(rotated, "b l h d two -> b l h (d two)").to(x.dtype)
 
 
@@ -230,7 +233,7 @@ class Attention(nn.Module):
         k = rearrange(self.norm_k(self.to_k(context)), "b n (h d) -> b n h d", h=self.heads)  # (B, N, heads, dim)
         v = rearrange(self.to_v(context), "b n (h d) -> b n h d", h=self.heads)  # (B, N, heads, dim)
         if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            q, k = apply_rope(q, rope), apply_rope(k, rope)
         out = attention(q, k, v, mask=mask, backend=backend)
         return self.to_out[0](rearrange(out, "b l h d -> b l (h d)"))  # (B, L, D)
 
@@ -277,13 +280,14 @@ class DiTBlock(nn.Module):
         self.gradient_checkpointing = False
         self._gradient_checkpointing_func = _checkpoint
 
-    def forward(self, x, text, mod, rope_cos, rope_sin, text_mask=None, backend=None) -> torch.Tensor:
-        """``x`` ``(B, L, D)``, ``text`` ``(B, N, D)``, ``mod`` fp32 ``(B, S, 6, D)`` with S = 1 or L."""
+    def forward(self, x, text, mod, rope, text_mask=None, backend=None) -> torch.Tensor:
+        """``x`` ``(B, L, D)``, ``text`` ``(B, N, D)``, ``mod`` fp32 ``(B, S, 6, D)`` with S = 1 or L, ``rope``
+        complex ``(L, head_dim / 2)``."""
         shift, scale, gate, ff_shift, ff_scale, ff_gate = (self.scale_shift_table.float() + mod).unbind(dim=-2)
 
         # 1. self-attention, modulated and gated (residual in fp32)
         h = modulate(self.norm1(x), shift, scale).to(x.dtype)
-        x = (x.float() + self.attn1(h, rope=(rope_cos, rope_sin), backend=backend) * gate).to(x.dtype)
+        x = torch.addcmul(x.float(), self.attn1(h, rope=rope, backend=backend), gate).to(x.dtype)
 
         # 2. cross-attention to the text states, unmodulated
         h = x if self.norm2 is None else self.norm2(x).to(x.dtype)
@@ -291,7 +295,7 @@ class DiTBlock(nn.Module):
 
         # 3. feed-forward, modulated and gated
         h = modulate(self.norm3(x), ff_shift, ff_scale).to(x.dtype)
-        return (x.float() + self.ffn(h).float() * ff_gate).to(x.dtype)
+        return torch.addcmul(x.float(), self.ffn(h), ff_gate).to(x.dtype)
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -422,12 +426,12 @@ class VideoDiT(ModelMixin, ConfigMixin):
         temb, mod = self.condition_embedder.time(timestep)  # (B, S, D), (B, S, 6, D) fp32
         text = self.condition_embedder.text_embedder(self._check_text(text_states, x.shape[0]).to(dtype))
         text_mask = self._check_text_mask(text_mask, text)
-        rope_cos, rope_sin = self.rope(grid)  # each (L, head_dim / 2) fp32
+        rope = self.rope(grid)  # (L, head_dim / 2) complex64
         # Resolved once per forward, so a checkpointed block recomputes with the same backend in backward.
         backend = resolve_backend(x.unflatten(-1, (self.config.num_attention_heads, -1)), self.attention_backend)
 
         for block in self.blocks:
-            args = (x, text, mod, rope_cos, rope_sin, text_mask, backend)
+            args = (x, text, mod, rope, text_mask, backend)
             if torch.is_grad_enabled() and block.gradient_checkpointing:
                 x = block._gradient_checkpointing_func(block, *args)
             else:
@@ -468,7 +472,8 @@ class VideoDiT(ModelMixin, ConfigMixin):
     def _check_text(self, text_states: torch.Tensor, batch: int) -> torch.Tensor:
         width = self.config.text_dim
         if text_states.ndim != 3 or text_states.shape[0] != batch or text_states.shape[2] != width:
-            raise InputError(f"DiT text states must be (B, N, {width}) with B = {batch}, got {tuple(text_states.shape)}")
+            shape = tuple(text_states.shape)
+            raise InputError(f"DiT text states must be (B, N, {width}) with B = {batch}, got {shape}")
         return text_states
 
     @staticmethod
