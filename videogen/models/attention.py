@@ -38,9 +38,10 @@ from videogen.errors import InputError, ResourceError
 ENV_VAR = "VIDEOGEN_ATTENTION"
 AUTO = "auto"
 
-# Bytes of fp32 scores one query block of the `chunked` backend may hold. Each block keeps about three
-# (B, heads, rows, Lk) fp32 tensors alive at once (scores, probabilities, a temporary), so 128 MiB keeps
-# the attention's own peak near 400 MiB however long the sequence.
+# Bytes one query block of the `chunked` backend may hold in fp32 scores. A block keeps about three
+# (B, heads, rows, Lk) fp32 tensors alive at once (scores, probabilities, a temporary), so its rows are sized
+# for all three to fit; the attention's peak stays near this budget however long the sequence
+# (docs/benchmarks.md: about 100 MiB forward, 250 MiB forward + backward, at 16k tokens).
 DEFAULT_CHUNK_BYTES = 128 * 2**20
 _LIVE_SCORE_COPIES = 3
 
@@ -81,7 +82,7 @@ def _xformers_import_problem() -> str | None:
     """Why ``import xformers.ops`` fails here, or None. Imported on first check only, then remembered."""
     try:
         import xformers.ops  # noqa: F401
-    except ImportError as e:
+    except Exception as e:  # not installed, or a build that does not match this torch / CUDA
         return f"xformers is not installed or does not load ({e}); install it with: pip install 'videogen[xformers]'"
     return None
 

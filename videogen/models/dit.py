@@ -4,8 +4,8 @@ Latents ``(B, C, T', H', W')`` are cut into spacetime patches (1x2x2) by a strid
 with a 3-D rotary position (RoPE, Su et al. 2021, split over time, height and width). Every block is
 self-attention with RMS-normed queries and keys, cross-attention to the projected T5 states, and a GELU(tanh)
 feed-forward; the timestep drives adaLN modulation (Peebles & Xie 2023, "DiT", Section 3.2) through one
-projection shared by all blocks plus a learned per-block offset table (Wan 2025, Section 3.2). An output head
-with its own table projects tokens back to patches and un-patchifies them.
+projection shared by all blocks plus a learned per-block offset table (the Wan 2025 technical report's
+transformer design). An output head with its own table projects tokens back to patches and un-patchifies them.
 
 The timestep is one per sample ``(B,)`` or one per token ``(B, L)``: tokens of known frames get timestep 0,
 which is how one model does text-to-video, image-to-video, extension and interpolation. Norms, modulation,
@@ -111,7 +111,7 @@ class RotaryEmbedding3D(nn.Module):
         if head_dim % 2 or any(d % 2 for d in self.axis_dims):
             raise ModelError(f"attention_head_dim {head_dim} cannot be split into even RoPE axes {self.axis_dims}")
         positions = torch.arange(max_len, dtype=torch.float64)
-        # Angles in fp64 before the fp32 cos/sin, as Wan computes them (RoFormer, Equation 15).
+        # theta_i = 10000^(-2i/d) per axis (RoFormer, Section 3.2); angles in fp64 before the fp32 cos/sin, as Wan.
         angles = torch.cat([torch.outer(positions, self._frequencies(d, theta)) for d in self.axis_dims], dim=1)
         self.register_buffer("cos", angles.cos().float(), persistent=False)  # (max_len, head_dim / 2)
         self.register_buffer("sin", angles.sin().float(), persistent=False)  # (max_len, head_dim / 2)
@@ -149,7 +149,7 @@ class RotaryEmbedding3D(nn.Module):
 
 def apply_rope(x: torch.Tensor, cis: torch.Tensor) -> torch.Tensor:
     """Rotate channel pairs (x[2i], x[2i+1]) of ``x`` ``(B, L, heads, dim)`` by the unit complex numbers ``cis``
-    ``(L, dim / 2)``, in fp32 (RoFormer, Equation 34, in its complex form), returned in the dtype of ``x``.
+    ``(L, dim / 2)``, in fp32 (RoFormer, Section 3.2, in its complex form), returned in the dtype of ``x``.
 
     One complex multiply instead of four real ones and a re-interleave: the same numbers, a fraction of the
     memory traffic.
@@ -275,7 +275,7 @@ class DiTBlock(nn.Module):
         self.norm2 = LayerNormFP32(dim, eps, affine=True) if cross_attn_norm else None
         self.ffn = FeedForward(dim, ffn_dim)
         self.norm3 = LayerNormFP32(dim, eps)
-        # Learned offsets added to the shared timestep modulation (Wan 2025, Section 3.2).
+        # Learned offsets added to the modulation shared by all blocks (Wan 2025 technical report).
         self.scale_shift_table = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
         self.gradient_checkpointing = False
         self._gradient_checkpointing_func = _checkpoint
@@ -422,9 +422,12 @@ class VideoDiT(ModelMixin, ConfigMixin):
         grid = self._patch_grid(latents)
         dtype = self.patch_embedding.weight.dtype
         x = rearrange(self.patch_embedding(latents.to(dtype)), "b d t h w -> b (t h w) d")  # (B, L, D)
-        timestep = self._check_timestep(timestep, x.shape[0], x.shape[1])  # (B, S), S = 1 or L
+        # Made contiguous once here: elementwise ops keep a transposed layout, and every linear would copy it.
+        x = x.contiguous()
+        timestep = self._check_timestep(timestep, x.shape[0], x.shape[1]).to(x.device)  # (B, S), S = 1 or L
         temb, mod = self.condition_embedder.time(timestep)  # (B, S, D), (B, S, 6, D) fp32
-        text = self.condition_embedder.text_embedder(self._check_text(text_states, x.shape[0]).to(dtype))
+        text = self._check_text(text_states, x.shape[0]).to(device=x.device, dtype=dtype)
+        text = self.condition_embedder.text_embedder(text)  # (B, N, D)
         text_mask = self._check_text_mask(text_mask, text)
         rope = self.rope(grid)  # (L, head_dim / 2) complex64
         # Resolved once per forward, so a checkpointed block recomputes with the same backend in backward.
