@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import WanTransformer3DModel
 
-from videogen.errors import InputError, ModelError
+from videogen.errors import InputError, ModelError, ResourceError
 from videogen.models.dit import VideoDiT
 
 CONFIG = dict(
@@ -244,3 +244,10 @@ def test_bad_inputs_are_clear_errors(ours, change, message):
 def test_bad_backend_name_is_a_clear_error(ours):
     with pytest.raises(InputError, match="unknown attention backend 'flash'"):
         ours.set_attention_backend("flash")
+
+
+def test_unavailable_backend_from_env_fails_the_forward_clearly(ours, monkeypatch):
+    monkeypatch.setenv("VIDEOGEN_ATTENTION", "xformers")
+    latents, timestep, text = _inputs()
+    with pytest.raises(ResourceError, match="'xformers' cannot run here"):
+        ours(latents, timestep, text)

@@ -129,13 +129,17 @@ def compare(fns: dict, repeats: int, device: torch.device, grad: bool) -> dict[s
     One warm-up each, then each repeat times both back to back (order alternating), so the ratio of a pair
     compares runs that saw the same load on a shared machine.
     """
-    times = {name: [] for name in fns}
+    times, peaks = {name: [] for name in fns}, {}
     with torch.set_grad_enabled(grad):
         for fn in fns.values():
             fn()
         for r in range(repeats):
             for name in list(fns) if r % 2 == 0 else list(reversed(fns)):
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
                 times[name].append(_timed(fns[name], device))
+                if device.type == "cuda":
+                    peaks[name] = max(peaks.get(name, 0), torch.cuda.max_memory_allocated(device))
     result = {}
     for i, clock in enumerate(("wall", "cpu")):
         ours, theirs = ([t[i] for t in times[name]] for name in ("ours", "diffusers"))
@@ -148,6 +152,7 @@ def compare(fns: dict, repeats: int, device: torch.device, grad: bool) -> dict[s
             low=min(ratios),
             high=max(ratios),
         )
+    result["peak_bytes"] = peaks  # CUDA only: the most memory either model's call held
     return result
 
 
@@ -277,6 +282,7 @@ def report_model(args) -> None:
         ("forward + backward", _backward_fns(ours, reference, inputs), True, 3),
     ):
         result = compare(fns, args.repeats, device, grad)
+        peaks = result.pop("peak_bytes")
         for clock, t in result.items():
             if clock == "cpu" and device.type == "cuda":
                 continue  # host CPU time says nothing about GPU work
@@ -288,7 +294,8 @@ def report_model(args) -> None:
                 f"| {t['ratio']:.3f} | {t['low']:.2f}-{t['high']:.2f} | {rate} | {mfu} |"
             )
         if device.type == "cuda":
-            print(f"peak memory after {label}: {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
+            memory = ", ".join(f"{name} {peak / 2**30:.2f} GiB" for name, peak in peaks.items())
+            print(f"peak GPU memory, {label}: {memory}")
 
 
 def report_attention(args) -> None:
