@@ -1,12 +1,12 @@
 """TEMPORARY stand-ins for pieces other branches are writing right now; delete after merging main.
 
-Each name here follows the contract its owner builds to , so swapping the import
+Each name here follows the contract its owner builds to, so swapping the import
 for the real module is the whole migration:
 
 - flow-matching maths                            -> ``videogen.diffusion.flow`` (branch ``pipe``)
-- `VideoDiT`, `CausalVideoVAE`                   -> ``videogen.models``         (branches ``dit``, ``vae``)
+- `CausalVideoVAE`                              -> ``videogen.models.vae``     (branch ``vae``)
 
-The model stand-ins are thin adapters over diffusers' Wan classes, which have the same config keys and
+The VAE stand-in is a thin adapter over diffusers' AutoencoderKLWan, which has the same config keys and
 state-dict names as ours by contract.
 """
 
@@ -72,17 +72,6 @@ def hold_known(latents, clean, known):
 
 
 @functools.cache
-def _dit_class():
-    from diffusers import WanTransformer3DModel
-
-    class VideoDiT(WanTransformer3DModel):
-        def forward(self, latents, timestep, text_states, *, text_mask=None):
-            return super().forward(latents, timestep, text_states, return_dict=False)[0]
-
-    return VideoDiT
-
-
-@functools.cache
 def _vae_class():
     from diffusers import AutoencoderKLWan
 
@@ -114,8 +103,6 @@ def _vae_class():
 
 
 def __getattr__(name):
-    if name == "VideoDiT":
-        return _dit_class()
     if name == "CausalVideoVAE":
         return _vae_class()
     raise AttributeError(name)

@@ -32,11 +32,12 @@ from videogen.train.config import TrainConfig
 
 def model_classes():
     """(VideoDiT, CausalVideoVAE)."""
+    from videogen.models.dit import VideoDiT
+
     try:
-        from videogen.models.dit import VideoDiT
         from videogen.models.vae import CausalVideoVAE
-    except ImportError:  # TEMPORARY: until the dit and vae branches are on main
-        from videogen.train._pending import CausalVideoVAE, VideoDiT
+    except ImportError:  # TEMPORARY: until the vae branch is on main
+        from videogen.train._pending import CausalVideoVAE
     return VideoDiT, CausalVideoVAE
 
 
