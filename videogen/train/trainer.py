@@ -201,9 +201,11 @@ class Trainer:
         self.stream = BatchStream(data, self.dataset.buckets, cfg, rank=acc.process_index,
                                   num_replicas=acc.num_processes)
         self.generator = torch.Generator().manual_seed(process_seed(cfg.seed, acc.process_index))
-        for part in (self.parts.vae, self.parts.text_encoder):
-            if part is not None and not any(p.requires_grad for p in part.parameters()):
-                part.to(acc.device)
+        # frozen networks go to the device only when steps use them (not when their outputs are cached)
+        if self.parts.vae is not None and (cfg.task == "vae" or not cfg.data.cache):
+            self.parts.vae.to(acc.device)
+        if self.parts.text_encoder is not None and self.text_cache is None:
+            self.parts.text_encoder.to(acc.device)
         self.trainable = {n: p for n, p in module.named_parameters() if p.requires_grad}
         optimizer = make_optimizer(list(self.trainable.values()), cfg.optim)
         self.scheduler = make_scheduler(optimizer, cfg.optim, cfg.train.max_steps)
@@ -324,6 +326,13 @@ class Trainer:
         """Stop after the current step, with a checkpoint (what Ctrl-C and SIGTERM do)."""
         self._stop.set()
 
+    def _stopping(self) -> bool:
+        """Whether any process was asked to stop: all of them must stop at the same step (checkpoint barriers)."""
+        flag = torch.tensor([float(self._stop.is_set())], device=self.accelerator.device)
+        if self.accelerator.num_processes > 1:
+            flag = self.accelerator.reduce(flag, reduction="sum")
+        return flag.item() > 0
+
     @contextlib.contextmanager
     def _signals(self):
         if threading.current_thread() is not threading.main_thread():
@@ -364,7 +373,7 @@ class Trainer:
                     log.row(self.step, {**stats, "samples_per_s": rate})
                 if self.callback is not None:
                     self.callback(self, self.step, stats)
-                if self._stop.is_set():
+                if self._stopping():
                     saved = self.save_checkpoint()
                     raise TrainingInterrupted(f"stopped at step {self.step}; checkpoint {saved} "
                                               f"(continue with --resume)")
