@@ -92,6 +92,31 @@ def causal_window(
     return window
 
 
+def conv3d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: tuple[int, int, int] = (1, 1, 1),
+    padding: tuple[int, int, int] = (0, 0, 0),
+) -> torch.Tensor:
+    """``F.conv3d`` that takes oneDNN's kernel on CPU whenever it can.
+
+    PyTorch's backend choice sends a batch-1 CPU input with N*C*T*H below 20480 elements (every chunk of a
+    small clip) to its reference im2col ``slow_conv3d``, 4-25x slower on a 2-core CPU than oneDNN for
+    the same sum (see docs/benchmarks.md). The oneDNN op has its own backward, so autograd is unchanged.
+    """
+    if x.device.type == "cpu" and x.dtype in _ONEDNN_DTYPES and _onednn_available():
+        return torch.mkldnn_convolution(x.contiguous(), weight, bias, padding, stride, (1, 1, 1), 1)
+    return F.conv3d(x, weight, bias, stride, padding)
+
+
+_ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def _onednn_available() -> bool:
+    return hasattr(torch, "mkldnn_convolution") and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+
+
 class CausalConv3d(nn.Conv3d):
     """A 3-D convolution that only looks back in time (Wan's ``CausalConv3d``).
 
@@ -113,9 +138,8 @@ class CausalConv3d(nn.Conv3d):
 
     def forward(self, x: torch.Tensor, cache: StreamCache | None = None) -> torch.Tensor:
         """x: (B, C_in, T, H, W) -> (B, C_out, T, H, W) (stride 1 in time)."""
-        if self.context == 0:
-            return super().forward(x)
-        return super().forward(causal_window(x, self, cache, self.context))
+        window = causal_window(x, self, cache, self.context) if self.context else x  # (B, C_in, ctx + T, H, W)
+        return conv3d(window, self.weight, self.bias, self.stride, self.padding)
 
 
 def conv_frames(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -124,10 +148,8 @@ def conv_frames(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     Runs as a 3-D convolution with a 1-frame kernel, which is the same sum as folding time into the batch
     but skips the two layout copies that folding costs.
     """
-    if conv.padding_mode != "zeros":
-        raise ValueError("conv_frames supports zero padding only")
     weight = conv.weight.unsqueeze(2)  # (C_out, C_in, 1, kh, kw)
-    return F.conv3d(x, weight, conv.bias, (1, *conv.stride), (0, *conv.padding), (1, *conv.dilation), conv.groups)
+    return conv3d(x, weight, conv.bias, (1, *conv.stride), (0, *conv.padding))
 
 
 class _SpatialUpsample(nn.Module):
@@ -212,5 +234,5 @@ class Resample(nn.Module):
         first, rest = self._first_and_rest(x, cache)
         window = causal_window(rest, self, cache, context=1, start=first)  # (B, C, 1 + T, H, W)
         if rest.shape[2] > 0:
-            rest = self.time_conv(window)  # (B, C, T / 2, H, W)
+            rest = conv3d(window, self.time_conv.weight, self.time_conv.bias, self.time_conv.stride)  # (B, C, T/2, H, W)
         return self._join(first, rest)

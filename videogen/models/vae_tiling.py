@@ -4,7 +4,7 @@ A frame is cut into overlapping tiles on a grid laid out in latent pixels; each 
 encoder or decoder on its own (streaming keeps one `StreamCache` per tile), and the outputs are merged
 by a weighted average whose weights ramp linearly across each overlap, so neighbouring tiles cross-fade
 instead of meeting at a hard edge (the blending of diffusers' and Wan's tiled VAEs, written as one
-normalized sum). Tiles along an axis are spread evenly, so every overlap is at least the requested one.
+normalized sum, and keeping clear of each tile's own outer edge, see `ramp`). Tiles along an axis are spread evenly, so every overlap is at least the requested one.
 """
 
 from __future__ import annotations
@@ -60,15 +60,23 @@ def axis_spans(size: int, tile: int, overlap: int) -> list[Span]:
 
 
 def ramp(length: int, lo: int, hi: int) -> torch.Tensor:
-    """Blend weights (length,): rising over the first `lo` entries, falling over the last `hi`, else 1.
+    """Blend weights (length,): rising across the first `lo` entries, falling across the last `hi`, else 1.
 
-    Two neighbours' ramps over the same overlap of n entries are (k + 1) / (n + 1) and (n - k) / (n + 1),
-    which sum to 1; the weights stay > 0 so the normalized sum is defined everywhere.
+    Within an overlap of n entries, the outer quarter next to the tile's own edge gets (almost) no weight:
+    that is where the tile's zero padding distorts its output most, so the neighbour, for which those
+    pixels are well inside, provides them. The middle half cross-fades linearly; there two neighbours'
+    weights (k + 1) / (n/2 + 1) and (n/2 - k) / (n/2 + 1) sum to 1. Weights stay > 0, so the normalized
+    sum is defined everywhere.
     """
     k = torch.arange(length, dtype=torch.float32)
-    rise = (k + 1) / (lo + 1) if lo else torch.ones(length)
-    fall = (length - k) / (hi + 1) if hi else torch.ones(length)
-    return torch.minimum(rise, fall).clamp(max=1.0)
+
+    def rise(position: torch.Tensor, n: int) -> torch.Tensor:
+        if n == 0:
+            return torch.ones(length)
+        margin = n // 4
+        return ((position - margin + 1) / (n - 2 * margin + 1)).clamp(1e-4, 1.0)
+
+    return torch.minimum(rise(k, lo), rise(length - 1 - k, hi))
 
 
 def tile_grid(height: int, width: int, tiling: Tiling) -> list[tuple[Span, Span]]:
