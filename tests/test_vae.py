@@ -7,9 +7,8 @@ import torch
 from diffusers import AutoencoderKLWan
 
 from videogen.errors import ConfigError, InputError, ModelError
-from videogen.models.causal import StreamCache
-from videogen.models.vae import CausalVideoVAE, DiagonalGaussian
-from videogen.models.vae_tiling import Tiling, axis_spans, ramp
+from videogen.models.vae_blocks import StreamCache
+from videogen.models.vae import CausalVideoVAE, DiagonalGaussian, Tiling, axis_spans, ramp
 
 TINY = dict(
     base_dim=8,
@@ -247,7 +246,7 @@ def test_tiled_decode_has_no_seams(models, monkeypatch):
             whole = ours.decode(z, tiled=False)
             tiled = ours.decode(z, tiled=True)
             streamed = ours.decode(z, streaming=True, tiled=True)
-            monkeypatch.setattr("videogen.models.vae_tiling.ramp", hard_cut_ramp)
+            monkeypatch.setattr("videogen.models.vae.ramp", hard_cut_ramp)
             stitched = ours.decode(z, tiled=True)
     finally:
         ours.tiling = Tiling()
@@ -370,3 +369,21 @@ def test_bad_latent_shapes_are_input_errors(models):
 def test_unsupported_configs_are_refused(override, message):
     with pytest.raises(ConfigError, match=message):
         CausalVideoVAE(**{**TINY, **override})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_paths_agree_with_fp32_cpu(models):
+    ref, ours = models
+    gpu = CausalVideoVAE(**TINY).eval()
+    gpu.load_state_dict(ours.state_dict())
+    gpu = gpu.to("cuda", torch.bfloat16)
+    x = clip(9)
+    with torch.no_grad():
+        expected = ref.encode(x).latent_dist.mean
+        par = gpu.encode(x.cuda(), streaming=False).mean.float().cpu()
+        stream = gpu.encode(x.cuda(), streaming=True).mean.float().cpu()
+        decoded = gpu.decode(par.cuda(), streaming=True).float().cpu()
+        decoded_ref = ref.decode(par).sample
+    assert relative_error(par, expected) < 3e-2 and relative_error(stream, expected) < 3e-2
+    assert relative_error(decoded, decoded_ref) < 3e-2

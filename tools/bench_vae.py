@@ -31,7 +31,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's videogen
 
 # Wan2.1's VAE layout at a third of its width (base_dim 96 -> 32): 4 stages, 2 residual blocks each.
-MID_CONFIG = dict(base_dim=32, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, temperal_downsample=[False, True, True])
+MID_CONFIG = dict(
+    base_dim=32, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, temperal_downsample=[False, True, True]
+)
 
 
 def build(seed: int = 0):
@@ -88,10 +90,12 @@ def bench_time(ours, ref, frames: int, size: int, repeats: int) -> dict:
         recon = ref.decode(ref.encode(x).latent_dist.mode()).sample
         (recon - x).pow(2).mean().backward()
 
-    infer = interleaved(
-        {"ours_parallel": lambda: infer_ours(False), "ours_streaming": lambda: infer_ours(True), "diffusers": infer_ref},
-        repeats,
-    )
+    infer_fns = {
+        "ours_parallel": lambda: infer_ours(False),
+        "ours_streaming": lambda: infer_ours(True),
+        "diffusers": infer_ref,
+    }
+    infer = interleaved(infer_fns, repeats)
     train = interleaved({"ours": train_ours, "diffusers": train_ref}, repeats)
     return {"inference": infer, "training": train}
 
@@ -153,7 +157,8 @@ def report(args, times: dict, memory: dict) -> str:
     ]
     for frames in args.memory_frames:
         o, d = memory[("ours", frames)], memory[("diffusers", frames)]
-        lines.append(f"| streaming decode peak memory, {frames} frames x {args.memory_size}^2 | {o:.0f} MiB | {d:.0f} MiB | {o / d:.2f} |")
+        what = f"streaming decode peak memory, {frames} frames x {args.memory_size}^2"
+        lines.append(f"| {what} | {o:.0f} MiB | {d:.0f} MiB | {o / d:.2f} |")
     first, last = args.memory_frames[0], args.memory_frames[-1]
     lines += [
         "",

@@ -87,7 +87,8 @@ def _plan(info, temporal: int, spatial: int) -> tuple[int, tuple[int, int, int, 
         )
     height, width = info.height - info.height % spatial, info.width - info.width % spatial
     if height == 0 or width == 0:
-        raise InputError(f"{info.path}: frames are {info.width}x{info.height}; the VAE needs at least {spatial}x{spatial}")
+        size = f"{info.width}x{info.height}"
+        raise InputError(f"{info.path}: frames are {size}; the VAE needs at least {spatial}x{spatial}")
     if (height, width) != (info.height, info.width):
         notices.append(
             f"{info.path}: center-cropped from {info.width}x{info.height} to {width}x{height} "
