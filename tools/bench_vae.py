@@ -7,7 +7,11 @@ Reported as ratios ours / diffusers:
 2. training step time: forward + backward of encode + decode with an MSE loss (ours: the parallel path);
 3. peak memory of a streaming decode at 17, 33 and 81 frames: each run in a fresh subprocess, the peak
    resident set size (Linux VmHWM, reset just before the decode) minus the resident size before it.
-   Ours consumes `decode_frames` chunk by chunk; diffusers' ``decode`` returns the whole clip.
+   Ours consumes `decode_frames` chunk by chunk; diffusers' ``decode`` returns the whole clip. The
+   children run with ``MALLOC_MMAP_THRESHOLD_=65536`` so that glibc returns freed tensors to the system
+   and the resident size tracks live memory; with glibc's default adaptive threshold, heap fragmentation
+   makes the resident size creep up over a long run even when live memory is constant
+   (``--default-malloc`` measures that instead).
 
 Times are the median of interleaved repeats (ours, diffusers, ours, ...), so that load from other
 processes on a shared machine hits both sides alike. Usage::
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -127,12 +132,13 @@ def memory_child(which: str, frames: int, size: int) -> None:
     print(json.dumps({"peak_mib": (peak - baseline) / 1024, "checksum": checksum}))
 
 
-def bench_memory(frames_list, size: int) -> dict:
+def bench_memory(frames_list, size: int, default_malloc: bool) -> dict:
+    env = dict(os.environ) if default_malloc else {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     out = {}
     for which in ("ours", "diffusers"):
         for frames in frames_list:
             cmd = [sys.executable, __file__, "--memory-child", which, str(frames), "--memory-size", str(size)]
-            result = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            result = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
             out[(which, frames)] = json.loads(result.stdout.strip().splitlines()[-1])["peak_mib"]
     return out
 
@@ -140,31 +146,38 @@ def bench_memory(frames_list, size: int) -> dict:
 # ------------------------------------------------------------------------------------------ report
 
 
-def report(args, times: dict, memory: dict) -> str:
+def report_time(args, times: dict) -> str:
     inf, train = times["inference"], times["training"]
+    rows = [
+        ("inference encode+decode, parallel path", inf["ours_parallel"], inf["diffusers"]),
+        ("inference encode+decode, streaming path", inf["ours_streaming"], inf["diffusers"]),
+        ("training step (fwd+bwd encode+decode)", train["ours"], train["diffusers"]),
+    ]
     lines = [
-        f"Config: AutoencoderKLWan layout {MID_CONFIG}; time input 1 x 3 x {args.frames} x {args.size} x {args.size}, "
+        f"Config: AutoencoderKLWan layout {MID_CONFIG}; input 1 x 3 x {args.frames} x {args.size} x {args.size}, "
         f"fp32, {torch.get_num_threads()} threads, median of {args.repeats} interleaved repeats.",
         "",
         "| measure | ours | diffusers | ratio (ours / diffusers) |",
         "|---|---|---|---|",
-        f"| inference encode+decode, parallel path | {inf['ours_parallel']:.2f} s | {inf['diffusers']:.2f} s | "
-        f"{inf['ours_parallel'] / inf['diffusers']:.2f} |",
-        f"| inference encode+decode, streaming path | {inf['ours_streaming']:.2f} s | {inf['diffusers']:.2f} s | "
-        f"{inf['ours_streaming'] / inf['diffusers']:.2f} |",
-        f"| training step (fwd+bwd encode+decode) | {train['ours']:.2f} s | {train['diffusers']:.2f} s | "
-        f"{train['ours'] / train['diffusers']:.2f} |",
+    ]
+    lines += [f"| {what} | {o:.2f} s | {d:.2f} s | {o / d:.2f} |" for what, o, d in rows]
+    return "\n".join(lines) + "\n"
+
+
+def report_memory(args, memory: dict) -> str:
+    malloc = "glibc default malloc" if args.default_malloc else "MALLOC_MMAP_THRESHOLD_=65536"
+    lines = [
+        f"Streaming decode, peak extra resident memory, frames {args.memory_size}x{args.memory_size}, {malloc}.",
+        "",
+        "| frames | ours | diffusers | ratio (ours / diffusers) |",
+        "|---|---|---|---|",
     ]
     for frames in args.memory_frames:
         o, d = memory[("ours", frames)], memory[("diffusers", frames)]
-        what = f"streaming decode peak memory, {frames} frames x {args.memory_size}^2"
-        lines.append(f"| {what} | {o:.0f} MiB | {d:.0f} MiB | {o / d:.2f} |")
+        lines.append(f"| {frames} | {o:.0f} MiB | {d:.0f} MiB | {o / d:.2f} |")
     first, last = args.memory_frames[0], args.memory_frames[-1]
-    lines += [
-        "",
-        f"Peak memory growth {first} -> {last} frames: ours {memory[('ours', last)] / memory[('ours', first)]:.2f}x, "
-        f"diffusers {memory[('diffusers', last)] / memory[('diffusers', first)]:.2f}x.",
-    ]
+    growth = {w: memory[(w, last)] / memory[(w, first)] for w in ("ours", "diffusers")}
+    lines += ["", f"Growth {first} -> {last} frames: ours {growth['ours']:.2f}x, diffusers {growth['diffusers']:.2f}x."]
     return "\n".join(lines)
 
 
@@ -175,15 +188,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timing repeats")
     parser.add_argument("--memory-frames", type=int, nargs="+", default=[17, 33, 81])
     parser.add_argument("--memory-size", type=int, default=128, help="frame side for the memory runs")
+    parser.add_argument("--default-malloc", action="store_true", help="measure memory with glibc's defaults")
+    parser.add_argument("--only", choices=["time", "memory"], help="run one half of the benchmark")
     parser.add_argument("--memory-child", nargs=2, metavar=("WHICH", "FRAMES"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child[0], int(args.memory_child[1]), args.memory_size)
         return
-    ours, ref = build()
-    times = bench_time(ours, ref, args.frames, args.size, args.repeats)
-    memory = bench_memory(args.memory_frames, args.memory_size)
-    print(report(args, times, memory))
+    if args.only != "memory":
+        print(report_time(args, bench_time(*build(), args.frames, args.size, args.repeats)), flush=True)
+    if args.only != "time":
+        print(report_memory(args, bench_memory(args.memory_frames, args.memory_size, args.default_malloc)))
 
 
 if __name__ == "__main__":
