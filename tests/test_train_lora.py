@@ -6,11 +6,9 @@ from safetensors.torch import load_file, save_file
 
 from train_helpers import wan_folder  # noqa: F401  (fixture)
 from videogen.errors import InputError, ModelError
+from videogen.models.dit import VideoDiT
 from videogen.train.config import LoRAConfig
 from videogen.train.lora import add_lora, apply_lora, parse_lora_arg, save_lora
-from videogen.train.models import model_classes
-
-VideoDiT = model_classes()[0]
 
 
 def _inputs(folder):

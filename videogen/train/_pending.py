@@ -4,15 +4,9 @@ Each name here follows the contract its owner builds to, so swapping the import
 for the real module is the whole migration:
 
 - flow-matching maths                            -> ``videogen.diffusion.flow`` (branch ``pipe``)
-- `CausalVideoVAE`                              -> ``videogen.models.vae``     (branch ``vae``)
-
-The VAE stand-in is a thin adapter over diffusers' AutoencoderKLWan, which has the same config keys and
-state-dict names as ours by contract.
 """
 
 from __future__ import annotations
-
-import functools
 
 import torch
 
@@ -66,44 +60,3 @@ def token_timesteps(timestep, tokens_per_frame):
 
 def hold_known(latents, clean, known):
     return torch.where(known.view(known.shape[0], 1, known.shape[1], 1, 1), clean.to(latents.dtype), latents)
-
-
-# ------------------------------------------------------------------------------- models (dit/vae branch)
-
-
-@functools.cache
-def _vae_class():
-    from diffusers import AutoencoderKLWan
-
-    class CausalVideoVAE(AutoencoderKLWan):
-        def encode(self, video, *, streaming=False):
-            return super().encode(video).latent_dist
-
-        def decode(self, latents, *, streaming=False):
-            return super().decode(latents).sample
-
-        def normalize(self, z):
-            mean = torch.tensor(self.config.latents_mean, device=z.device, dtype=z.dtype)
-            std = torch.tensor(self.config.latents_std, device=z.device, dtype=z.dtype)
-            return (z - mean.view(1, -1, 1, 1, 1)) / std.view(1, -1, 1, 1, 1)
-
-        def denormalize(self, z):
-            mean = torch.tensor(self.config.latents_mean, device=z.device, dtype=z.dtype)
-            std = torch.tensor(self.config.latents_std, device=z.device, dtype=z.dtype)
-            return z * std.view(1, -1, 1, 1, 1) + mean.view(1, -1, 1, 1, 1)
-
-        @property
-        def latent_channels(self):
-            return self.config.z_dim
-
-        temporal_compression = 4
-        spatial_compression = 8
-
-    return CausalVideoVAE
-
-
-def __getattr__(name):
-    if name == "CausalVideoVAE":
-        return _vae_class()
-    raise AttributeError(name)
-

@@ -30,17 +30,6 @@ from videogen.train.config import TrainConfig
 # --------------------------------------------------------------------------------------------- loading
 
 
-def model_classes():
-    """(VideoDiT, CausalVideoVAE)."""
-    from videogen.models.dit import VideoDiT
-
-    try:
-        from videogen.models.vae import CausalVideoVAE
-    except ImportError:  # TEMPORARY: until the vae branch is on main
-        from videogen.train._pending import CausalVideoVAE
-    return VideoDiT, CausalVideoVAE
-
-
 def component_folder(folder: str | Path, name: str) -> Path:
     """``folder/name`` for a model folder, or ``folder`` itself when it is that component's folder."""
     folder = Path(folder)
@@ -62,16 +51,17 @@ class Components:
 
 
 def _vae(cfg: TrainConfig):
-    vae_class = model_classes()[1]
+    from videogen.models.vae import CausalVideoVAE
+
     source = cfg.model.vae or cfg.model.pretrained
     if source is not None:
-        return vae_class.from_pretrained(component_folder(source, "vae"))
+        return CausalVideoVAE.from_pretrained(component_folder(source, "vae"))
     if cfg.task == "dit":
         raise ModelError("a DiT run needs a VAE: set model.pretrained or model.vae to a folder")
     arch = cfg.model.vae_arch
-    return vae_class(base_dim=arch.base_dim, z_dim=arch.z_dim, dim_mult=list(arch.dim_mult),
-                                   num_res_blocks=arch.num_res_blocks, attn_scales=[],
-                                   temperal_downsample=list(arch.temperal_downsample))
+    return CausalVideoVAE(base_dim=arch.base_dim, z_dim=arch.z_dim, dim_mult=list(arch.dim_mult),
+                          num_res_blocks=arch.num_res_blocks, attn_scales=[],
+                          temperal_downsample=list(arch.temperal_downsample))
 
 
 def _text(cfg: TrainConfig):
@@ -91,13 +81,14 @@ def _text(cfg: TrainConfig):
 
 
 def _dit(cfg: TrainConfig, latent_channels: int, text_dim: int):
-    dit_class = model_classes()[0]
+    from videogen.models.dit import VideoDiT
+
     if cfg.model.pretrained is not None:
-        return dit_class.from_pretrained(component_folder(cfg.model.pretrained, "transformer"))
+        return VideoDiT.from_pretrained(component_folder(cfg.model.pretrained, "transformer"))
     a = cfg.model.dit
-    return dit_class(num_layers=a.num_layers, num_attention_heads=a.num_attention_heads,
-                             attention_head_dim=a.attention_head_dim, ffn_dim=a.ffn_dim, freq_dim=a.freq_dim,
-                             text_dim=text_dim, in_channels=latent_channels, out_channels=latent_channels)
+    return VideoDiT(num_layers=a.num_layers, num_attention_heads=a.num_attention_heads,
+                    attention_head_dim=a.attention_head_dim, ffn_dim=a.ffn_dim, freq_dim=a.freq_dim,
+                    text_dim=text_dim, in_channels=latent_channels, out_channels=latent_channels)
 
 
 def load_components(cfg: TrainConfig) -> Components:
