@@ -77,6 +77,9 @@ def test_unreadable_and_uncaptioned_files_are_skipped_and_counted(tmp_path, capl
 def test_bad_folders_are_clear_errors(tmp_path):
     with pytest.raises(InputError, match="no such folder"):
         FootageDataset(tmp_path / "missing")
+    (tmp_path / "file.mp4").write_bytes(b"x")
+    with pytest.raises(InputError, match="file.mp4: not a folder"):
+        FootageDataset(tmp_path / "file.mp4")
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no usable clip"):
         FootageDataset(tmp_path / "empty")

@@ -177,7 +177,7 @@ class FootageDataset(torch.utils.data.Dataset):
     def __init__(self, root, *, frames=(17,), sizes=((64, 64),), fps=None, stride=0):
         self.root = Path(root)
         if not self.root.is_dir():
-            raise InputError(f"{self.root}: no such folder")
+            raise InputError(f"{self.root}: {'not a folder' if self.root.exists() else 'no such folder'}")
         pairs, self.skipped = find_footage(self.root)
         self.clips: list[Clip] = []
         for path, caption in pairs:
