@@ -106,3 +106,13 @@ def test_lora_arg_and_bad_files(wan_folder, lora_file, tmp_path):
     save_file(weights, str(tmp_path / "other.safetensors"))
     with pytest.raises(ModelError, match="another model size"):
         apply_lora(dit, tmp_path / "other.safetensors")
+
+
+def test_apply_lora_to_a_pipeline(wan_folder, lora_file):
+    pipeline = pytest.importorskip("videogen.pipeline", reason="needs the pipeline (pipe branch) merged")
+    path, expected, names = lora_file
+    pipe = pipeline.VideoPipeline.from_pretrained(wan_folder, device="cpu")
+    assert apply_lora(pipe, path, 1.0) == len(names)
+    x, t, text = _inputs(wan_folder)
+    with torch.no_grad():
+        torch.testing.assert_close(pipe.transformer(x, t, text), expected, atol=1e-5, rtol=1e-4)
