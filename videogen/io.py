@@ -13,15 +13,14 @@ Writing (`VideoWriter`, `write_video`) picks the codec from the extension:
 RGB becomes BT.709 limited-range YUV for MP4/WebM and the stream is tagged so, so any player (and PyAV's own
 ``to_ndarray``) converts back with the same matrix. Writes are atomic: frames go to a temporary file next to the
 target (``.clip.1a2b3c4d.tmp.mp4``, the muxer still sees the extension), which is renamed into place only when the
-video is complete; on any error it is removed, and an existing file is never touched unless ``overwrite=True``.
+video is complete; on any error it is removed, and an existing file is never touched unless ``overwrite=True``
+(`videogen.atomic`).
 """
 
 from __future__ import annotations
 
-import errno
 import math
 import os
-import secrets
 from dataclasses import dataclass
 from fractions import Fraction
 from itertools import islice
@@ -33,6 +32,7 @@ import av
 import numpy as np
 from av.video.reformatter import ColorPrimaries, ColorRange, ColorTrc
 
+from videogen.atomic import check_target, publish, reserve_temp
 from videogen.errors import InputError, ResourceError
 
 __all__ = ["Video", "VideoInfo", "VideoFileError", "VideoWriter", "read_video", "write_video", "probe_video"]
@@ -465,7 +465,7 @@ class VideoWriter:
         self.fps = self._check_rate(fps)
         self.crf = self._check_crf(crf)
         self.overwrite = overwrite
-        _check_target(self.path, overwrite)
+        check_target(self.path, overwrite)
         self.frames_written = 0
         self.closed = False  # after close() or abort()
         self._finished = False  # close() succeeded: the target holds the video
@@ -506,7 +506,7 @@ class VideoWriter:
         try:
             self._encode(None)
             self._close_container()
-            _publish(self._tmp, self.path, self.overwrite)
+            publish(self._tmp, self.path, self.overwrite)
         except BaseException:
             self.abort()
             raise
@@ -553,7 +553,7 @@ class VideoWriter:
     def _open(self) -> None:
         """Reserve the temporary file and start the container; the frame size is known from the first chunk."""
         fmt = self._format
-        self._tmp = _reserve_temp(self.path)
+        self._tmp = reserve_temp(self.path)
         height, width = (n + n % 2 for n in self._size) if fmt.even else self._size
         options = {"movflags": "+faststart"} if fmt.muxer == "mp4" else {}
         try:
@@ -614,49 +614,7 @@ def write_video(
     return writer.path
 
 
-# ------------------------------------------------------------------------------------ writing helpers
-
-
-def _check_target(path: Path, overwrite: bool) -> None:
-    if not path.parent.is_dir():
-        raise InputError(f"{path}: the output folder {path.parent} does not exist")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory")
-    if path.exists() and not overwrite:
-        raise InputError(f"{path}: file exists; refusing to overwrite it")
-
-
-def _reserve_temp(path: Path) -> Path:
-    """Create an empty, uniquely named temporary file next to `path`, keeping its extension for the muxer."""
-    while True:
-        tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}")
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        except FileExistsError:
-            continue
-        except OSError as e:
-            raise InputError(f"{path}: cannot write to {path.parent} ({e.strerror})") from None
-        return tmp
-
-
-def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
-    """Move the finished file onto the target. Without overwrite, a hard link makes "create only if absent"
-    atomic (a file that appeared meanwhile is kept); file systems without hard links get a check + rename."""
-    if overwrite:
-        os.replace(tmp, path)
-        return
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise InputError(f"{path}: file exists; refusing to overwrite it") from None
-    except OSError as e:
-        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
-            raise
-        if path.exists():
-            raise InputError(f"{path}: file exists; refusing to overwrite it") from None
-        os.replace(tmp, path)
-        return
-    tmp.unlink()
+# ----------------------------------------------------------------------------------- encoding helpers
 
 
 def _pad_even(rgb: np.ndarray) -> np.ndarray:
