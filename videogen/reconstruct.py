@@ -99,27 +99,14 @@ def _plan(info, temporal: int, spatial: int) -> tuple[int, tuple[int, int, int, 
 
 def _input_chunks(path, frames: int, crop, pending: deque, dtype: torch.dtype) -> Iterator[torch.Tensor]:
     """Frames of `path` as (1, 3, 1, H, W) tensors in [-1, 1], also queued in `pending` as uint8 (H, W, 3)."""
+    from videogen.io import iter_frames
+
     top, left, height, width = crop
-    for index, rgb in enumerate(iter_frames(path)):
-        if index == frames:
-            break
+    for rgb in iter_frames(path, max_frames=frames):
         rgb = rgb[top : top + height, left : left + width]  # (H, W, 3)
         pending.append(rgb)
         pixels = torch.from_numpy(np.ascontiguousarray(rgb)).to(dtype) / 127.5 - 1.0  # (H, W, 3)
         yield pixels.permute(2, 0, 1)[None, :, None]  # (1, 3, 1, H, W)
-
-
-def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
-    """Decode a video frame by frame as uint8 RGB (H, W, 3), holding one frame at a time.
-
-    `videogen.io.read_video` returns a whole clip; this streams. It uses io's container wrapper, so a bad
-    file gives the same VideoFileError messages.
-    """
-    from videogen.io import _check_input_file, _Input, _to_rgb
-
-    with _Input(_check_input_file(path)) as src:
-        for frame in src.frames():
-            yield _to_rgb(frame, None)
 
 
 def to_uint8(chunk: torch.Tensor) -> np.ndarray:
