@@ -1,6 +1,7 @@
 """Whole runs on tiny models: the loss goes down, an interrupted + resumed run is bit-exact, the CLI."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -92,6 +93,13 @@ def test_interrupted_and_resumed_run_is_bit_exact(wan_folder, data, tmp_path):
     la = list(csv.DictReader(open(tmp_path / "a" / "log.csv")))
     lb = list(csv.DictReader(open(tmp_path / "b" / "log.csv")))
     assert [r["loss"] for r in la] == [r["loss"] for r in lb] and len(la) == 6
+    # both runs (and the earlier tests) shared one cache: one shard each of latents and text states
+    cache = data / ".videogen-cache"
+    latents, texts = list(cache.glob("latents-*")), list(cache.glob("text-*"))
+    assert len(latents) == len(texts) == 1
+    assert len(json.loads((latents[0] / "index.json").read_text())) == 3
+    assert len(list(latents[0].glob("*.safetensors"))) == 1
+    assert len(json.loads((texts[0] / "index.json").read_text())) == 4  # 3 captions and ""
     # the exported transformer is the EMA's, and it differs from the base model
     ours = load_file(str(tmp_path / "a" / "model" / "transformer" / "diffusion_pytorch_model.safetensors"))
     base = load_file(str(wan_folder / "transformer" / "diffusion_pytorch_model.safetensors"))

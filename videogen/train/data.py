@@ -29,6 +29,7 @@ import torch
 from videogen.data.footage import BucketBatchSampler, FootageDataset, collate
 from videogen.errors import ConfigError, ResourceError
 from videogen.train.config import TrainConfig, parse_resolution
+from videogen.train.state import write_atomic
 from videogen.train.models import Components, encode_text, tokenize
 
 
@@ -96,15 +97,6 @@ def entry_name(key: str) -> str:
     return hashlib.sha1(key.encode()).hexdigest()[:24]
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 class TensorCache:
     """Named groups of tensors in safetensors shards: ``cache[key] -> {"mean": ..., "std": ...}``."""
 
@@ -153,9 +145,9 @@ class TensorCache:
             for key, parts in entries.items()
             for part, t in parts.items()
         }
-        _atomic_write(self.folder / shard, lambda p: save_file(flat, str(p)))
+        write_atomic(self.folder / shard, lambda p: save_file(flat, str(p)))
         self.index.update({entry_name(key): shard for key in entries})
-        _atomic_write(self.folder / "index.json", lambda p: p.write_text(json.dumps(self.index)))
+        write_atomic(self.folder / "index.json", lambda p: p.write_text(json.dumps(self.index)))
 
 
 # ------------------------------------------------------------------------------------------ filling

@@ -19,6 +19,7 @@ import torch
 
 from videogen.errors import InputError, ModelError
 from videogen.train.config import LoRAConfig
+from videogen.train.state import write_atomic
 
 PREFIX = "transformer."  # diffusers' pipeline-level name of the DiT
 METADATA_KEY = "lora_adapter_metadata"  # diffusers.loaders.lora_base.LORA_ADAPTER_METADATA_KEY
@@ -66,12 +67,8 @@ def save_lora(transformer: torch.nn.Module, cfg: LoRAConfig, path: str | Path) -
         raise ModelError("the transformer has no LoRA adapters to save")
     meta = {f"{PREFIX}r": cfg.rank, f"{PREFIX}lora_alpha": cfg.alpha,
             f"{PREFIX}target_modules": sorted(set(cfg.targets))}
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        save_file(weights, str(tmp), metadata={"format": "pt", METADATA_KEY: json.dumps(meta, sort_keys=True)})
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    header = {"format": "pt", METADATA_KEY: json.dumps(meta, sort_keys=True)}
+    write_atomic(path, lambda tmp: save_file(weights, str(tmp), metadata=header))
     return path
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from videogen import atomic
 from videogen.errors import InputError, ModelError
 from videogen.train.config import OptimConfig
 
@@ -87,6 +88,17 @@ class EMA:
 
 
 # ----------------------------------------------------------------------------------------- checkpoints
+
+
+def write_atomic(path: Path, write) -> Path:
+    """Create or replace ``path`` whole: ``write(tmp)`` fills a temporary file beside it, which then replaces it."""
+    tmp = atomic.reserve_temp(path)
+    try:
+        write(tmp)
+        atomic.publish(tmp, path, overwrite=True)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 PATTERN = re.compile(r"^step-(\d{7,})$")
 
