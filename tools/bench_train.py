@@ -45,9 +45,10 @@ def build_folder(folder: Path, s: dict) -> Path:
 
     torch.manual_seed(0)
     tok = ByT5Tokenizer()
-    text = UMT5EncoderModel(UMT5Config(vocab_size=len(tok), d_model=s["text_dim"], d_kv=s["text_dim"] // s["text_heads"],
-                                       d_ff=4 * s["text_dim"], num_layers=s["text_layers"], num_heads=s["text_heads"],
-                                       feed_forward_proj="gated-gelu", dropout_rate=0.0))
+    dim, heads = s["text_dim"], s["text_heads"]
+    text = UMT5EncoderModel(UMT5Config(vocab_size=len(tok), d_model=dim, d_kv=dim // heads, d_ff=4 * dim,
+                                       num_layers=s["text_layers"], num_heads=heads, feed_forward_proj="gated-gelu",
+                                       dropout_rate=0.0))
     vae = AutoencoderKLWan(base_dim=s["vae_base"], z_dim=16, dim_mult=s["vae_mult"], num_res_blocks=1, attn_scales=[],
                            temperal_downsample=[False, True, True])
     dit = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=s["dit_heads"],

@@ -236,7 +236,8 @@ class Trainer:
         dropped = drop_captions(len(captions), cfg.objective.caption_dropout, self.generator)
         captions = ["" if d else c for c, d in zip(captions, dropped.tolist())]
         if cfg.model.train_text_encoder:
-            return {k: v.to(device) for k, v in tokenize(self.parts.tokenizer, captions, cfg.model.max_text_length).items()}
+            tokens = tokenize(self.parts.tokenizer, captions, cfg.model.max_text_length)
+            return {k: v.to(device) for k, v in tokens.items()}
         if self.text_cache is not None:
             return {"text_states": text_batch(self.text_cache, captions, cfg.model.max_text_length).to(device)}
         tokens = tokenize(self.parts.tokenizer, captions, cfg.model.max_text_length)
