@@ -53,16 +53,22 @@ def _scheduler_like(reference, sampler):
 @pytest.mark.parametrize("sampler", ["unipc", "euler", "dpm++"])
 def test_frames_match_diffusers_wan_pipeline(pipe, reference, sampler):
     reference.scheduler = _scheduler_like(reference, sampler)
-    theirs = _diffusers_frames(reference, num_inference_steps=4, guidance_scale=5.0, latents=_noise())
-    their_latents = reference(PROMPT, **SMALL, num_inference_steps=4, guidance_scale=5.0, latents=_noise(),
-                              output_type="latent").frames
+    their_steps = []
+
+    def keep_latents(pipeline, i, t, tensors):
+        their_steps.append(tensors["latents"])
+        return {}
+
+    theirs = _diffusers_frames(reference, num_inference_steps=4, guidance_scale=5.0, latents=_noise(),
+                               callback_on_step_end=keep_latents)
     steps = []
     video = pipe.generate(PROMPT, **SMALL, num_steps=4, guidance_scale=5.0, sampler=sampler, latents=_noise(),
                           callback=lambda i, t, x: steps.append(x), progress=False)
     assert video.frames.shape == theirs.shape == (9, 32, 48, 3) and video.frames.dtype == np.uint8
     assert video.fps == 16.0
-    assert len(steps) == 4
-    torch.testing.assert_close(steps[-1], their_latents.float(), atol=1e-4, rtol=1e-4)
+    assert len(steps) == len(their_steps) == 4
+    for ours_i, theirs_i in zip(steps, their_steps):  # every step, not only the last
+        torch.testing.assert_close(ours_i, theirs_i.float(), atol=1e-4, rtol=1e-4)
     diff = np.abs(video.frames / 255.0 - theirs)
     assert diff.mean() < 1 / 255 and diff.max() <= 1 / 255 + 1e-6  # uint8 rounding only
     assert theirs.std() > 0.02  # a real picture, not a constant
