@@ -11,6 +11,8 @@ _LAZY = {
     "read_video": "videogen.io",
     "write_video": "videogen.io",
     "VideoWriter": "videogen.io",
+    "VideoInfo": "videogen.io",
+    "probe_video": "videogen.io",
     "VideogenError": "videogen.errors",
     "CausalVideoVAE": "videogen.models.vae",
     "VideoDiT": "videogen.models.dit",

@@ -43,6 +43,38 @@ def command(add_fn):
     return add_fn
 
 
+# -------------------------------------------------------------------------------------------------- info
+
+
+@command
+def add_info(subparsers):
+    p = subparsers.add_parser(
+        "info",
+        help="show frames, fps, size, duration and codec of videos and images",
+        description="Print frames, fps, size (WxH), duration, codec and container of each video or image.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_examples("videogen info clip.mp4", "videogen info outputs/*.mp4 still.png"),
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="video (MP4, MOV, MKV, WebM, GIF) or image files")
+    p.set_defaults(run=run_info)
+
+
+def run_info(args) -> int:
+    """One line per file; a bad file among several is reported and the others still shown (exit 2)."""
+    from videogen.io import probe_video
+
+    failed = 0
+    for path in args.paths:
+        try:
+            print(probe_video(path).describe(), flush=True)
+        except VideogenError as e:
+            if args.debug or len(args.paths) == 1:
+                raise
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            failed += 1
+    return EXIT_USER_ERROR if failed else 0
+
+
 # -------------------------------------------------------------------------------------------- generate
 
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}

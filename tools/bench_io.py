@@ -1,0 +1,119 @@
+"""Video I/O speed and quality, videogen.io side by side with diffusers in one run.
+
+Writing: `videogen.io.write_video` against diffusers' `encode_video` (PyAV + libx264, its default CRF 23), on
+the same frames, at the same CRF and at our default CRF 18; reported: wall time (median of --repeats), file
+size and PSNR of the decoded result. Reading: `read_video` on the MP4 against a plain PyAV decode loop, and on
+a GIF against diffusers' `load_video` (Pillow; its MP4 path needs imageio-ffmpeg, not installed here).
+
+    python tools/bench_io.py --frames 33 --height 480 --width 832
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # measure this checkout, not an installed copy
+
+
+def moving_pattern(t: int, h: int, w: int) -> np.ndarray:
+    """Smooth colour waves plus a moving disc: easy to compress, but with motion and edges."""
+    tt = np.arange(t, dtype=np.float32)[:, None, None] / t
+    y = np.arange(h, dtype=np.float32)[None, :, None] / h
+    x = np.arange(w, dtype=np.float32)[None, None, :] / w
+    r = 128 + 90 * np.sin(np.pi * (2 * x + tt))
+    g = 128 + 90 * np.cos(np.pi * (2 * y - tt))
+    disc = ((x - 0.2 - 0.6 * tt) ** 2 + (y - 0.5) ** 2 < 0.02).astype(np.float32)
+    b = 60 + 160 * disc
+    rgb = np.stack(np.broadcast_arrays(r, g, b), axis=-1)  # (T, H, W, 3)
+    return np.clip(rgb, 0, 255).round().astype(np.uint8)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * np.log10(255**2 / mse)
+
+
+def timed(fn, repeats: int) -> tuple[float, object]:
+    """Median wall time of `repeats` calls, and the last result."""
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def plain_pyav_read(path: Path) -> np.ndarray:
+    import av
+
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])])
+
+
+def bench_write(clip: np.ndarray, fps: int, folder: Path, repeats: int) -> list[tuple]:
+    import torch
+    from diffusers.utils.export_utils import encode_video
+
+    from videogen.io import read_video, write_video
+
+    rows = []
+    ref_path = folder / "diffusers.mp4"
+    ref_time, _ = timed(lambda: encode_video(torch.from_numpy(clip), fps, str(ref_path)), repeats)
+    ref_psnr = psnr(read_video(ref_path).frames, clip)
+    rows.append(("write MP4, diffusers encode_video (crf 23)", ref_time, 1.0, ref_path.stat().st_size, ref_psnr))
+    for crf in (23, 18):
+        path = folder / f"ours_crf{crf}.mp4"
+        t, _ = timed(lambda: write_video(path, clip, fps, crf=crf, overwrite=True), repeats)
+        rows.append((f"write MP4, videogen write_video (crf {crf})", t, t / ref_time, path.stat().st_size,
+                     psnr(read_video(path).frames, clip)))
+    return rows
+
+
+def bench_read(clip: np.ndarray, fps: int, folder: Path, repeats: int) -> list[tuple]:
+    from diffusers.utils import load_video
+
+    from videogen.io import read_video, write_video
+
+    mp4 = write_video(folder / "read.mp4", clip, fps, overwrite=True)
+    ref_time, _ = timed(lambda: plain_pyav_read(mp4), repeats)
+    ours, video = timed(lambda: read_video(mp4), repeats)
+    rows = [("read MP4, plain PyAV loop", ref_time, 1.0, None, None),
+            ("read MP4, videogen read_video", ours, ours / ref_time, None, None)]
+    gif = write_video(folder / "read.gif", clip, fps, overwrite=True)
+    ref_time, _ = timed(lambda: [np.asarray(im.convert("RGB")) for im in load_video(str(gif))], repeats)
+    ours, video = timed(lambda: read_video(gif), repeats)
+    rows += [("read GIF, diffusers load_video", ref_time, 1.0, gif.stat().st_size, None),
+             ("read GIF, videogen read_video", ours, ours / ref_time, None, psnr(video.frames, clip))]
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=33)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--width", type=int, default=832)
+    parser.add_argument("--fps", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    clip = moving_pattern(args.frames, args.height, args.width)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = bench_write(clip, args.fps, Path(tmp), args.repeats)
+        rows += bench_read(clip, args.fps, Path(tmp), args.repeats)
+    print(f"{args.frames} frames {args.width}x{args.height} @ {args.fps} fps, median of {args.repeats}\n")
+    print("| case | time (s) | ratio to reference | size (KiB) | PSNR (dB) |")
+    print("|---|---|---|---|---|")
+    for name, t, ratio, size, quality in rows:
+        size_text = f"{size / 1024:.0f}" if size else ""
+        quality_text = f"{quality:.1f}" if quality else ""
+        print(f"| {name} | {t:.3f} | {ratio:.2f} | {size_text} | {quality_text} |")
+
+
+if __name__ == "__main__":
+    main()
