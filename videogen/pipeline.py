@@ -267,7 +267,7 @@ class VideoPipeline:
         self.text_encoder, self.vae, self.transformer = text_encoder, vae, transformer
         self.scheduler_config = dict(scheduler_config)
         self.defaults = defaults or GenerationDefaults()
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = _full_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.offload = offload
         self._check_compatible()
         home = "cpu" if offload else self.device
@@ -539,6 +539,14 @@ class VideoPipeline:
         finally:
             if self.offload:
                 module.to("cpu")
+
+
+def _full_device(device: torch.device | str) -> torch.device:
+    """``cuda`` -> ``cuda:<current>``, so that it compares equal to the device tensors report."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def _seed(seed) -> int:
