@@ -250,7 +250,7 @@ def test_impossible_request_is_refused_before_work(pipe, tmp_path):
 def test_memory_estimate_grows_with_the_request(pipe):
     small = pipe.estimate_memory(pipe.make_request(PROMPT, **SMALL), keep_frames=False)
     long = pipe.estimate_memory(pipe.make_request(PROMPT, **{**SMALL, "num_frames": 81}), keep_frames=True)
-    assert 0 < small.peak < long.peak < 2**30
+    assert 0 < small.peak <= long.peak < 2**30  # text encoding (512 tokens) can dominate both
     assert long.denoise > small.denoise and long.decode > small.decode
 
 

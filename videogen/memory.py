@@ -25,6 +25,7 @@ import torch
 from videogen.errors import ResourceError
 
 GIB = 1024**3
+DECODE_MAPS = 7  # feature maps alive per decoder level (measured, see `vae_decode_working_bytes`)
 
 
 def module_bytes(module: torch.nn.Module | None) -> int:
@@ -69,12 +70,23 @@ def dit_working_bytes(config, latent_shape: tuple[int, int, int, int, int], dtyp
     return tokens * per_token
 
 
+def text_working_bytes(config, batch: int, tokens: int) -> int:
+    """Working set of a T5 encoder over ``(batch, tokens)``: attention scores, their softmax and the
+    position bias (3 x heads x N^2 in fp32) dominate; the states add about 8 x N x D in flight
+    (measured 32 MiB for 2 x 512 tokens, 4 heads, D = 256; this gives 32)."""
+    scores = 3 * config.num_heads * tokens * tokens * 4
+    states = 8 * tokens * config.d_model * 4
+    return batch * (scores + states)
+
+
 def vae_decode_working_bytes(vae_config, height: int, width: int, batch: int = 1) -> int:
     """Working set of the streaming decoder for one latent frame, summed over the decoder's levels.
 
     Wan's decoder mirrors the encoder: level i (of ``len(dim_mult)``) runs at H / 2^(levels - 1 - i) with
-    ``base_dim * dim_mult[-1 - i]`` channels. At each level a convolution holds its input, its output and
-    a 2-frame causal cache over up to 4 frames in fp32: about 3 x 4 frames of features.
+    ``base_dim * dim_mult[-1 - i]`` channels, over up to 4 frames in fp32. The number of such feature maps
+    alive at once (inputs, outputs, norms, the upsamplers' doubled maps and the 2-frame causal caches) is
+    `DECODE_MAPS`, measured: the peak scales with H x W and is 7.0 maps at 128x128 and 256x256
+    (tools/bench_pipeline.py's sampler, docs/benchmarks.md).
     """
     base = vae_config.get("decoder_base_dim") or vae_config["base_dim"]
     mults = list(vae_config["dim_mult"])
@@ -82,7 +94,7 @@ def vae_decode_working_bytes(vae_config, height: int, width: int, batch: int = 1
     total = 0
     for i in range(levels):
         scale = 2 ** (levels - 1 - i)
-        total += 3 * 4 * base * mults[levels - 1 - i] * (height // scale) * (width // scale) * 4
+        total += DECODE_MAPS * 4 * base * mults[levels - 1 - i] * (height // scale) * (width // scale) * 4
     return batch * total
 
 

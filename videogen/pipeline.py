@@ -42,6 +42,7 @@ from videogen.memory import (
     check_fits,
     dit_working_bytes,
     module_bytes,
+    text_working_bytes,
     vae_decode_working_bytes,
 )
 from videogen.models.text import TextEncoder
@@ -394,13 +395,13 @@ class VideoPipeline:
         shape = self.latent_shape(request.num_frames, request.height, request.width)
         batch = 2 if request.guidance_scale > 1 else 1
         latents = 6 * math.prod(shape) * 4  # x, velocity, noise and the solver's history, fp32
-        text = batch * self.text_encoder.max_sequence_length * self.text_encoder.dim * 4 * 8
+        text = text_working_bytes(self.text_encoder.encoder.config, batch, self.text_encoder.max_sequence_length)
         dit = dit_working_bytes(self.transformer.config, (batch, *shape[1:]), self.transformer.dtype.itemsize)
         vae = vae_decode_working_bytes(self.vae.config, request.height, request.width)
         frames = request.num_frames * request.height * request.width * 3 if keep_frames else 0
         return MemoryEstimate(
             encode=(text_w if self.offload else everything) + text,
-            denoise=(dit_w if self.offload else everything) + dit + latents + text,
+            denoise=(dit_w if self.offload else everything) + dit + latents,
             decode=(vae_w if self.offload else everything) + vae + latents + frames,
         )
 
