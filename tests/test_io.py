@@ -11,8 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
+import videogen.io
 from videogen.errors import InputError
-from videogen.io import Video, VideoFileError, VideoWriter, probe_video, read_video, write_video
+from videogen.io import Video, VideoFileError, VideoWriter, iter_frames, probe_video, read_video, write_video
 
 T, H, W = 17, 32, 48
 
@@ -329,6 +330,93 @@ def test_bad_read_arguments(tmp_path, kwargs, message):
     path = write_video(tmp_path / "clip.mp4", smooth_clip(3), fps=8)
     with pytest.raises(InputError, match=message):
         read_video(path, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------- streaming
+
+
+def streamed(path: Path, chunk: int | None = None, **kwargs) -> np.ndarray:
+    """All of `iter_frames`, joined into (T, H, W, 3)."""
+    parts = list(iter_frames(path, chunk=chunk, **kwargs))
+    return np.stack(parts) if chunk is None else np.concatenate(parts)
+
+
+@pytest.mark.parametrize(
+    "suffix, kwargs",
+    [
+        (".mp4", {}),
+        (".mp4", {"start": 1.0, "max_frames": 5}),
+        (".mp4", {"fps": 6, "size": (16, 24)}),
+        (".mp4", {"fps": 16, "start": 0.5, "max_frames": 9}),  # upsampling: frames repeat
+        (".gif", {"fps": 4}),
+        (".png", {"size": (40, 72)}),
+    ],
+)
+@pytest.mark.parametrize("chunk", [None, 1, 4, 64])
+def test_iter_frames_equals_read_video(tmp_path, suffix, kwargs, chunk):
+    clip = smooth_clip()
+    if suffix == ".png":
+        path = tmp_path / "a.png"
+        Image.fromarray(clip[0]).save(path)
+    else:
+        path = write_video(tmp_path / f"clip{suffix}", clip, fps=8)
+    assert np.array_equal(streamed(path, chunk, **kwargs), read_video(path, **kwargs).frames)
+
+
+def test_iter_frames_chunks(tmp_path):
+    path = write_video(tmp_path / "levels.mp4", level_clip(), fps=8)
+    frames = list(iter_frames(path))
+    assert len(frames) == T and all(f.shape == (H, W, 3) and f.dtype == np.uint8 for f in frames)
+    chunks = list(iter_frames(path, chunk=4))
+    assert [c.shape for c in chunks] == [(4, H, W, 3)] * 4 + [(1, H, W, 3)]
+    assert [len(c) for c in iter_frames(path, chunk=4, max_frames=8)] == [4, 4]
+    assert [len(c) for c in iter_frames(path, chunk=100)] == [T]
+    assert [indices(c) for c in iter_frames(path, chunk=3, start=1.0, fps=4)] == [[8, 10, 12], [14, 16]]
+    up = list(iter_frames(path, fps=16, max_frames=2))  # one source frame, shown twice
+    up[0][:] = 0
+    assert indices(up) == [-1, 0]  # each frame is its own array: changing one leaves the other
+
+
+@pytest.mark.parametrize("kind, message", BAD_FILES, ids=[k for k, _ in BAD_FILES])
+def test_iter_frames_bad_file_gives_read_video_error(tmp_path, kind, message):
+    path = make_bad(tmp_path, kind)
+    with pytest.raises(VideoFileError, match=message) as e:
+        list(iter_frames(path, chunk=4))
+    assert "\n" not in str(e.value)
+
+
+def test_iter_frames_checks_arguments_when_called(tmp_path):
+    path = write_video(tmp_path / "clip.mp4", smooth_clip(3), fps=8)
+    with pytest.raises(InputError, match="chunk must be a positive integer"):
+        iter_frames(path, chunk=0)  # no iteration needed
+    with pytest.raises(InputError, match="fps must be a positive number"):
+        iter_frames(path, fps=-1)
+    with pytest.raises(VideoFileError, match="nope.mp4: no such file"):
+        iter_frames(tmp_path / "nope.mp4")
+    with pytest.raises(InputError, match="clip.mp4: start=3 s is at or past the end"):
+        list(iter_frames(path, start=3.0))
+
+
+def test_iter_frames_decodes_as_it_goes(tmp_path, monkeypatch):
+    n, chunk = 80, 8
+    path = write_video(tmp_path / "long.mp4", smooth_clip(n, 16, 16), fps=8)
+    decoded = 0
+    frames = videogen.io._Input.frames
+
+    def counting_frames(self, **kwargs):
+        nonlocal decoded
+        for frame in frames(self, **kwargs):
+            decoded += 1
+            yield frame
+
+    monkeypatch.setattr(videogen.io._Input, "frames", counting_frames)
+    stream = iter_frames(path, chunk=chunk)
+    assert decoded == 0  # nothing is opened or decoded before the first next()
+    seen = 0
+    for c in stream:
+        seen += len(c)
+        assert decoded <= seen + 1  # at most one frame of look-ahead (the nearest-frame choice) per chunk
+    assert seen == decoded == n
 
 
 def test_probe_video(tmp_path):

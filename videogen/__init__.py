@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Video": "videogen.io",
     "read_video": "videogen.io",
+    "iter_frames": "videogen.io",
     "write_video": "videogen.io",
     "VideoWriter": "videogen.io",
     "VideoInfo": "videogen.io",

@@ -174,6 +174,48 @@ def run_generate(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------- reconstruct
+
+
+@command
+def add_reconstruct(subparsers):
+    p = subparsers.add_parser(
+        "reconstruct",
+        help="encode and decode a video through a VAE and report PSNR and SSIM",
+        description=(
+            "Encode a video into latents and decode it back through a VAE, streaming (memory does not grow "
+            "with the video's length), write the result, and print PSNR and SSIM against the input."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_examples("videogen reconstruct clip.mp4 -o clip_vae.mp4 --model models/wan2.1-t2v-1.3b"),
+    )
+    p.add_argument("input", metavar="IN", help="video file to reconstruct")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="where to write the reconstruction")
+    p.add_argument("--model", metavar="DIR", help="model folder with vae/, or a VAE folder (diffusers layout)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--tiled", action=argparse.BooleanOptionalAction, default=None,
+                   help="force spatial tiling on or off (default: on for frames above 1280x720 pixels)")
+    p.set_defaults(run=run_reconstruct)
+
+
+def run_reconstruct(args) -> int:
+    from videogen.errors import InputError
+    from videogen.reconstruct import reconstruct
+
+    if args.model is None:
+        raise InputError("no model: pass --model DIR (a model folder with vae/, or a VAE folder)")
+    start = time.perf_counter()
+    result = reconstruct(args.input, args.output, model=args.model, overwrite=args.overwrite, tiled=args.tiled)
+    for notice in result.notices:
+        print(f"note: {notice}")
+    print(f"PSNR {result.psnr:.2f} dB, SSIM {result.ssim:.4f} over {result.frames} frames")
+    print(
+        f"wrote {result.output} ({result.frames} frames, {result.width}x{result.height}, {result.fps:.6g} fps) "
+        f"in {elapsed(start)}"
+    )
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------- frame
 
 

@@ -3,7 +3,8 @@
 Frames at this edge are uint8 ``(T, H, W, 3)`` RGB arrays; the library converts them to float ``(B, 3, T, H, W)``
 in [-1, 1] itself.
 
-Reading (`read_video`, `probe_video`) takes MP4/MOV/MKV/WebM/GIF and still images (PNG, JPEG, ...; one frame).
+Reading (`read_video`; `iter_frames` streams the same frames chunk by chunk; `probe_video`) takes MP4/MOV/MKV/WebM/
+GIF and still images (PNG, JPEG, ...; one frame).
 Writing (`VideoWriter`, `write_video`) picks the codec from the extension:
 
 - ``.mp4``: H.264 (libx264), yuv420p, ``movflags=+faststart`` so a browser can play it while it downloads;
@@ -13,15 +14,14 @@ Writing (`VideoWriter`, `write_video`) picks the codec from the extension:
 RGB becomes BT.709 limited-range YUV for MP4/WebM and the stream is tagged so, so any player (and PyAV's own
 ``to_ndarray``) converts back with the same matrix. Writes are atomic: frames go to a temporary file next to the
 target (``.clip.1a2b3c4d.tmp.mp4``, the muxer still sees the extension), which is renamed into place only when the
-video is complete; on any error it is removed, and an existing file is never touched unless ``overwrite=True``.
+video is complete; on any error it is removed, and an existing file is never touched unless ``overwrite=True``
+(`videogen.atomic`).
 """
 
 from __future__ import annotations
 
-import errno
 import math
 import os
-import secrets
 from dataclasses import dataclass
 from fractions import Fraction
 from itertools import islice
@@ -33,9 +33,12 @@ import av
 import numpy as np
 from av.video.reformatter import ColorPrimaries, ColorRange, ColorTrc
 
+from videogen.atomic import check_target, publish, reserve_temp
 from videogen.errors import InputError, ResourceError
 
-__all__ = ["Video", "VideoInfo", "VideoFileError", "VideoWriter", "read_video", "write_video", "probe_video"]
+__all__ = [
+    "Video", "VideoInfo", "VideoFileError", "VideoWriter", "read_video", "iter_frames", "write_video", "probe_video"
+]
 
 
 class VideoFileError(InputError):
@@ -288,39 +291,83 @@ def read_video(
     Returns:
         `Video` with frames (T, H, W, 3) uint8 and fps. A still image gives one frame at `fps` (default 1.0).
     """
-    _check_read_args(start, max_frames, fps, size)
+    _check_read_args(start, max_frames, fps, size, chunk=None)
     path = _check_input_file(path)
     with _Input(path) as src:
-        if src.is_image:
-            frame = next(src.frames(), None)
-            if frame is None:
-                raise VideoFileError(f"{path}: corrupt or truncated video (no frame could be decoded)")
-            return Video(_to_rgb(frame, size)[None], float(fps or 1.0))  # (1, H, W, 3)
-        # GIF's rate needs every frame's timestamp (see _average_fps): a packet scan, no decoding
-        source_fps = probe_video(path).fps if src.container_name == "gif" else _average_fps(src, [])
-        timed = _timed(src, start, source_fps)
-        if fps:
-            picked = _pick_resampled(timed, start, 1 / fps, 1 / source_fps)
+        rate, picked = _pick(src, start, max_frames, fps)
+        return Video(np.stack(list(_rgb(picked, size, reuse=True))), rate)  # (T, H, W, 3)
+
+
+def iter_frames(
+    path: str | os.PathLike,
+    *,
+    start: float = 0.0,
+    max_frames: int | None = None,
+    fps: float | None = None,
+    size: tuple[int, int] | None = None,
+    chunk: int | None = None,
+) -> Iterator[np.ndarray]:
+    """Stream the frames `read_video` returns, decoding only as the caller asks for more.
+
+    Same arguments, frames and errors as `read_video`: concatenated, the chunks are its `Video.frames`. Only one
+    chunk is held in memory, however long the video. The arguments and the path are checked by the call itself;
+    a corrupt or truncated file, or a `start` past the end, raises while iterating.
+
+    Args:
+        chunk: None yields uint8 (H, W, 3) frames; an integer yields uint8 (t, H, W, 3) arrays of `chunk`
+            frames (the last may hold fewer).
+    """
+    _check_read_args(start, max_frames, fps, size, chunk)
+    return _stream(_check_input_file(path), start, max_frames, fps, size, chunk)
+
+
+def _stream(path: Path, start, max_frames, fps, size, chunk) -> Iterator[np.ndarray]:
+    """`iter_frames` after the argument checks: the container is opened when iteration starts."""
+    with _Input(path) as src:
+        _, picked = _pick(src, start, max_frames, fps)
+        if chunk is None:
+            yield from _rgb(picked, size, reuse=False)  # every frame its own array, for the caller to change
         else:
-            picked = _pick_from(timed, start, 1 / source_fps)
-        frames = _convert_all(islice(picked, max_frames), size)
-    if not frames and start > 0:
-        raise InputError(f"{path}: start={start:g} s is at or past the end of the video")
-    if not frames:
-        raise VideoFileError(f"{path}: corrupt or truncated video (no frame could be decoded)")
-    return Video(np.stack(frames), float(fps or source_fps))  # (T, H, W, 3)
+            yield from _batched(_rgb(picked, size, reuse=True), chunk)
 
 
-def _check_read_args(start, max_frames, fps, size) -> None:
+def _check_read_args(start, max_frames, fps, size, chunk) -> None:
     if not (isinstance(start, Real) and math.isfinite(start) and start >= 0):
         raise InputError(f"start must be a number of seconds >= 0, got {start!r}")
-    if max_frames is not None and not (isinstance(max_frames, Integral) and max_frames >= 1):
-        raise InputError(f"max_frames must be a positive integer, got {max_frames!r}")
+    for name, n in (("max_frames", max_frames), ("chunk", chunk)):
+        if n is not None and not (isinstance(n, Integral) and n >= 1):
+            raise InputError(f"{name} must be a positive integer, got {n!r}")
     if fps is not None and not (isinstance(fps, Real) and 0 < fps < math.inf):
         raise InputError(f"fps must be a positive number, got {fps!r}")
     positive_ints = isinstance(size, (tuple, list)) and all(isinstance(n, Integral) and n >= 1 for n in size)
     if size is not None and not (positive_ints and len(size) == 2):
         raise InputError(f"size must be (height, width) in positive integers, got {size!r}")
+
+
+def _pick(src: _Input, start: float, max_frames: int | None, fps: float | None) -> tuple[float, Iterator]:
+    """The output rate, and the decoded frames `read_video` returns, lazily: the one path every read takes."""
+    if src.is_image:
+        return float(fps or 1.0), _nonempty(islice(src.frames(), 1), src.path, 0.0)
+    # GIF's rate needs every frame's timestamp (see _average_fps): a packet scan, no decoding
+    source_fps = probe_video(src.path).fps if src.container_name == "gif" else _average_fps(src, [])
+    timed = _timed(src, start, source_fps)
+    if fps:
+        picked = _pick_resampled(timed, start, 1 / fps, 1 / source_fps)
+    else:
+        picked = _pick_from(timed, start, 1 / source_fps)
+    return float(fps or source_fps), _nonempty(islice(picked, max_frames), src.path, start)
+
+
+def _nonempty(frames: Iterable, path: Path, start: float) -> Iterator:
+    """`frames`, then an error at their end if there were none: `start` past the end, or nothing decodable."""
+    empty = True
+    for frame in frames:
+        empty = False
+        yield frame
+    if empty and start > 0:
+        raise InputError(f"{path}: start={start:g} s is at or past the end of the video")
+    if empty:
+        raise VideoFileError(f"{path}: corrupt or truncated video (no frame could be decoded)")
 
 
 def _timed(src: _Input, start: float, source_fps: float) -> Iterator[tuple[float, object]]:
@@ -364,14 +411,29 @@ def _pick_resampled(timed: Iterable, start: float, step: float, last_duration: f
         k += 1
 
 
-def _convert_all(frames: Iterable, size: tuple[int, int] | None) -> list[np.ndarray]:
-    """RGB arrays of the picked frames; a frame picked twice in a row (fps upsampling) is converted once."""
-    out, last, last_rgb = [], None, None
-    for frame in frames:
-        if frame is not last:
-            last, last_rgb = frame, _to_rgb(frame, size)
-        out.append(last_rgb)
-    return out
+def _rgb(picked: Iterable, size: tuple[int, int] | None, *, reuse: bool) -> Iterator[np.ndarray]:
+    """uint8 (H, W, 3) arrays of the picked frames. With `reuse`, a frame picked twice in a row (fps upsampling)
+    is converted once and yielded twice as the same array: for callers that copy it into a stack or chunk."""
+    last = rgb = None
+    for frame in picked:
+        if frame is not last or not reuse:
+            last, rgb = frame, _to_rgb(frame, size)
+        yield rgb
+
+
+def _batched(frames: Iterable[np.ndarray], chunk: int) -> Iterator[np.ndarray]:
+    """(t, H, W, 3) arrays of `chunk` frames (the last may hold fewer), each filled in place: one chunk in memory."""
+    batch, n = None, 0
+    for rgb in frames:
+        if n == 0:
+            batch = np.empty((chunk, *rgb.shape), np.uint8)  # (chunk, H, W, 3)
+        batch[n] = rgb
+        n += 1
+        if n == chunk:
+            yield batch
+            n = 0
+    if n:
+        yield batch[:n]  # (t, H, W, 3)
 
 
 def _to_rgb(frame, size: tuple[int, int] | None) -> np.ndarray:
@@ -465,7 +527,7 @@ class VideoWriter:
         self.fps = self._check_rate(fps)
         self.crf = self._check_crf(crf)
         self.overwrite = overwrite
-        _check_target(self.path, overwrite)
+        check_target(self.path, overwrite)
         self.frames_written = 0
         self.closed = False  # after close() or abort()
         self._finished = False  # close() succeeded: the target holds the video
@@ -506,7 +568,7 @@ class VideoWriter:
         try:
             self._encode(None)
             self._close_container()
-            _publish(self._tmp, self.path, self.overwrite)
+            publish(self._tmp, self.path, self.overwrite)
         except BaseException:
             self.abort()
             raise
@@ -553,7 +615,7 @@ class VideoWriter:
     def _open(self) -> None:
         """Reserve the temporary file and start the container; the frame size is known from the first chunk."""
         fmt = self._format
-        self._tmp = _reserve_temp(self.path)
+        self._tmp = reserve_temp(self.path)
         height, width = (n + n % 2 for n in self._size) if fmt.even else self._size
         options = {"movflags": "+faststart"} if fmt.muxer == "mp4" else {}
         try:
@@ -614,49 +676,7 @@ def write_video(
     return writer.path
 
 
-# ------------------------------------------------------------------------------------ writing helpers
-
-
-def _check_target(path: Path, overwrite: bool) -> None:
-    if not path.parent.is_dir():
-        raise InputError(f"{path}: the output folder {path.parent} does not exist")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory")
-    if path.exists() and not overwrite:
-        raise InputError(f"{path}: file exists; refusing to overwrite it")
-
-
-def _reserve_temp(path: Path) -> Path:
-    """Create an empty, uniquely named temporary file next to `path`, keeping its extension for the muxer."""
-    while True:
-        tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}")
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        except FileExistsError:
-            continue
-        except OSError as e:
-            raise InputError(f"{path}: cannot write to {path.parent} ({e.strerror})") from None
-        return tmp
-
-
-def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
-    """Move the finished file onto the target. Without overwrite, a hard link makes "create only if absent"
-    atomic (a file that appeared meanwhile is kept); file systems without hard links get a check + rename."""
-    if overwrite:
-        os.replace(tmp, path)
-        return
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise InputError(f"{path}: file exists; refusing to overwrite it") from None
-    except OSError as e:
-        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
-            raise
-        if path.exists():
-            raise InputError(f"{path}: file exists; refusing to overwrite it") from None
-        os.replace(tmp, path)
-        return
-    tmp.unlink()
+# ----------------------------------------------------------------------------------- encoding helpers
 
 
 def _pad_even(rgb: np.ndarray) -> np.ndarray:

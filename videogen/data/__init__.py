@@ -1,0 +1,1 @@
+"""Datasets for training: the procedural shapes world (and, later, footage folders)."""

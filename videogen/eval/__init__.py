@@ -1,0 +1,1 @@
+"""Evaluation by measurement: pixel analysis of generated clips."""
