@@ -129,6 +129,7 @@ def _run_videogen(args, latents):
     pipe = VideoPipeline.from_pretrained(args.folder, device=args.device, dtype=getattr(torch, args.dtype))
 
     def run(steps):
+        pipe.text_encoder.clear_cache()  # encode the prompts every run, as diffusers does (no cache hit)
         return pipe.generate(PROMPT, negative_prompt=NEGATIVE, num_frames=args.frames, height=args.height,
                              width=args.width, num_steps=steps, guidance_scale=5.0, latents=latents,
                              progress=False).frames
