@@ -35,13 +35,6 @@ class TinyWanConfig:
     flow_shift: float = 3.0  # the scheduler's timestep shift (Wan2.1 480p: 3.0)
 
 
-# A mid-size random config for benchmarks: the shapes of a small real model, still runnable on a CPU.
-MID_WAN_CONFIG = TinyWanConfig(
-    text_dim=256, text_layers=4, text_heads=4, vae_base_dim=32, vae_dim_mult=[1, 2, 4, 4],
-    dit_heads=8, dit_head_dim=32, dit_layers=8, dit_ffn_dim=1024,
-)
-
-
 def _text_encoder(cfg: TinyWanConfig):
     from transformers import UMT5Config, UMT5EncoderModel
 
