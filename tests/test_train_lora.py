@@ -1,5 +1,6 @@
 """LoRA: save in diffusers' format, load into diffusers' WanPipeline, merge into our DiT, round trips, errors."""
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -109,10 +110,29 @@ def test_lora_arg_and_bad_files(wan_folder, lora_file, tmp_path):
 
 
 def test_apply_lora_to_a_pipeline(wan_folder, lora_file):
-    pipeline = pytest.importorskip("videogen.pipeline", reason="needs the pipeline (pipe branch) merged")
+    from videogen import pipeline
+
     path, expected, names = lora_file
     pipe = pipeline.VideoPipeline.from_pretrained(wan_folder, device="cpu")
     assert apply_lora(pipe, path, 1.0) == len(names)
     x, t, text = _inputs(wan_folder)
     with torch.no_grad():
         torch.testing.assert_close(pipe.transformer(x, t, text), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_generate_cli_applies_lora(wan_folder, lora_file, tmp_path, capsys):
+    from videogen.cli import main
+    from videogen.io import read_video
+
+    path = lora_file[0]
+    args = ["generate", "a red circle", "--model", str(wan_folder), "--frames", "5", "--height", "32", "--width",
+            "32", "--steps", "2", "--seed", "0"]
+    assert main(args + ["-o", str(tmp_path / "base.mp4")]) == 0
+    assert main(args + ["-o", str(tmp_path / "lora.mp4"), "--lora", f"{path}:1.5"]) == 0
+    base, lora = read_video(tmp_path / "base.mp4").frames, read_video(tmp_path / "lora.mp4").frames
+    assert base.shape == lora.shape == (5, 32, 32, 3) and not np.array_equal(base, lora)
+    capsys.readouterr()
+    assert main(args + ["-o", str(tmp_path / "x.mp4"), "--lora", str(tmp_path / "missing.safetensors:0.5")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "missing.safetensors: no such LoRA file" in err
+    assert not (tmp_path / "x.mp4").exists()

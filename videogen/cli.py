@@ -8,8 +8,11 @@ the traceback instead. Anything else escaping a command is a bug and keeps its t
 from __future__ import annotations
 
 import argparse
+import re
+import secrets
 import sys
 import time
+from pathlib import Path
 
 from videogen import __version__
 from videogen.errors import VideogenError
@@ -116,6 +119,115 @@ def run_train(args) -> int:
         return 130
     print(f"trained {result.step} steps (last loss {result.loss:.4f}, {result.samples_per_second:.2f} samples/s); "
           f"wrote {result.output} in {elapsed(start)}")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- generate
+
+DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+@command
+def add_generate(subparsers):
+    p = subparsers.add_parser(
+        "generate",
+        help="generate a video from a text prompt",
+        description="Generate a clip from a prompt with a model folder (diffusers layout, e.g. Wan2.1-T2V). "
+        "Settings not given come from the model folder.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_examples(
+            'videogen generate "a red circle moving left on a black background" --model ./demo -o circle.mp4',
+            'videogen generate "a cat surfing" --model ~/models/Wan2.1-T2V-1.3B-Diffusers --dtype bfloat16 '
+            "--frames 81 --height 480 --width 832 --seed 7 -o cat.mp4",
+        ),
+    )
+    p.add_argument("prompt", help="what the video shows")
+    p.add_argument("-o", "--output", help="output video (.mp4); default ./videogen-<prompt>-<n>.mp4, never overwritten")
+    p.add_argument("--model", help="model folder: model_index.json with transformer/, vae/, text_encoder/, "
+                   "tokenizer/, scheduler/ (a Wan2.1-T2V diffusers checkpoint or one saved by videogen)")
+    p.add_argument("--frames", type=int, help="number of frames, 4k+1 (Wan2.1: 81)")
+    p.add_argument("--height", type=int, help="height in pixels, a multiple of 16 (Wan2.1: 480)")
+    p.add_argument("--width", type=int, help="width in pixels, a multiple of 16 (Wan2.1: 832)")
+    p.add_argument("--fps", type=float, help="frame rate of the file (Wan2.1: 16)")
+    p.add_argument("--steps", type=int, help="sampling steps (Wan2.1: 50)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale; <= 1 turns it off (Wan2.1: 5)")
+    p.add_argument("--shift", type=float, help="timestep shift (Wan2.1: 3 at 480p, 5 at 720p)")
+    p.add_argument("--sampler", choices=["unipc", "euler", "dpm++"], help="default: the model folder's scheduler")
+    p.add_argument("--seed", type=int, help="random seed; the same seed gives the same video (default: random)")
+    p.add_argument("--negative-prompt", help="what to steer away from")
+    p.add_argument("--device", help="cuda, cuda:1, cpu... (default: cuda if available)")
+    p.add_argument("--dtype", choices=list(DTYPES), default="float32",
+                   help="transformer and text encoder precision (the VAE stays float32); bfloat16 on GPUs")
+    p.add_argument("--attention", help="attention backend: xformers, sdpa, chunked or math (default: automatic)")
+    p.add_argument("--offload", action="store_true", help="keep each model on the CPU except while it works")
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    p.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]",
+                   help="merge a LoRA (lora.safetensors from videogen train, or another diffusers-format Wan LoRA) at SCALE "
+                        "(default 1); repeatable")
+    p.set_defaults(run=run_generate)
+
+
+def default_output_path(prompt: str, folder: Path = Path(".")) -> Path:
+    """``videogen-<first words of the prompt>-<n>.mp4`` with the first n not taken: never overwrites."""
+    slug = "-".join(re.findall(r"[a-z0-9]+", prompt.lower()))[:40].strip("-") or "video"
+    n = 1
+    while (folder / f"videogen-{slug}-{n}.mp4").exists():
+        n += 1
+    return folder / f"videogen-{slug}-{n}.mp4"
+
+
+def _device(name: str | None):
+    import torch
+
+    from videogen.errors import InputError, ResourceError
+
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown device {name!r} (cpu, cuda, cuda:1...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ResourceError(f"device {name!r} asked for, but CUDA is not available on this machine")
+    return device
+
+
+def run_generate(args) -> int:
+    import torch
+
+    from videogen.errors import InputError
+    from videogen.pipeline import VideoPipeline, check_num_frames, check_output, check_size
+    from videogen.train.lora import apply_lora, parse_lora_arg
+
+    start = time.perf_counter()
+    if args.model is None:
+        raise InputError("no model given: pass --model FOLDER (a Wan2.1-T2V diffusers folder or a videogen model)")
+    # 1. refuse bad values before the (slow) model load
+    if args.frames is not None:
+        check_num_frames(args.frames)
+    for name in ("height", "width"):
+        if getattr(args, name) is not None:
+            check_size(name, getattr(args, name))
+    output = check_output(args.output or default_output_path(args.prompt), args.overwrite)
+    loras = [parse_lora_arg(text) for text in args.lora]
+    for lora, _ in loras:
+        if not lora.is_file():
+            raise InputError(f"{lora}: no such LoRA file")
+    device = _device(args.device)
+    # 2. load and generate
+    pipe = VideoPipeline.from_pretrained(
+        args.model, device=device, dtype=getattr(torch, DTYPES[args.dtype]), offload=args.offload
+    )
+    for lora, scale in loras:
+        apply_lora(pipe, lora, scale)
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**32)
+    path = pipe.generate(
+        args.prompt, negative_prompt=args.negative_prompt, num_frames=args.frames, height=args.height,
+        width=args.width, num_steps=args.steps, guidance_scale=args.guidance, shift=args.shift,
+        sampler=args.sampler, seed=seed, fps=args.fps, output=output, overwrite=args.overwrite,
+        attention=args.attention,
+    )
+    print(f"wrote {path} in {elapsed(start)} (seed {seed})")
     return 0
 
 

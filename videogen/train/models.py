@@ -65,13 +65,15 @@ def _vae(cfg: TrainConfig):
 
 
 def _text(cfg: TrainConfig):
-    from transformers import AutoTokenizer, ByT5Tokenizer, UMT5Config, UMT5EncoderModel
+    from transformers import ByT5Tokenizer, UMT5Config, UMT5EncoderModel
 
     source = cfg.model.text_encoder or cfg.model.pretrained
     if source is not None:
+        from videogen.models.text import TextEncoder
+
         folder = Path(source)
-        tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
-        return UMT5EncoderModel.from_pretrained(folder / "text_encoder"), tokenizer
+        loaded = TextEncoder.from_pretrained(folder / "tokenizer", folder / "text_encoder")
+        return loaded.encoder.requires_grad_(cfg.model.train_text_encoder), loaded.tokenizer
     tokenizer = ByT5Tokenizer()  # byte-level: no vocabulary file to ship
     t = cfg.model.text
     config = UMT5Config(vocab_size=len(tokenizer), d_model=t.d_model, d_kv=t.d_kv, d_ff=t.d_ff,
@@ -113,8 +115,10 @@ def load_components(cfg: TrainConfig) -> Components:
 
 
 def tokenize(tokenizer, captions: list[str], max_length: int) -> dict[str, torch.Tensor]:
-    """Token ids and mask, padded to ``max_length`` as the Wan pipeline does: (B, N) each."""
-    tokens = tokenizer(captions, padding="max_length", max_length=max_length, truncation=True,
+    """Token ids and mask of cleaned captions, padded to ``max_length`` as the pipeline does: (B, N) each."""
+    from videogen.models.text import clean_prompt
+
+    tokens = tokenizer([clean_prompt(c) for c in captions], padding="max_length", max_length=max_length, truncation=True,
                        add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
     return {"input_ids": tokens.input_ids, "attention_mask": tokens.attention_mask}
 
@@ -187,12 +191,9 @@ def save_model_folder(cfg: TrainConfig, parts: Components, folder: Path) -> Path
 
 def save_new_pipeline(cfg: TrainConfig, parts: Components, folder: Path) -> Path:
     """A model trained from scratch (the demo) as a complete folder, written by the pipeline itself."""
-    try:
-        from videogen.models.text import TextEncoder
-        from videogen.pipeline import GenerationDefaults, VideoPipeline
-    except ImportError:  # TEMPORARY: until the pipe branch is on main
-        raise ModelError("exporting a DiT trained from scratch needs videogen.pipeline (not merged yet); the "
-                         "trained weights are in the last checkpoint") from None
+    from videogen.models.text import TextEncoder
+    from videogen.pipeline import GenerationDefaults, VideoPipeline
+
     v = cfg.validation
     defaults = GenerationDefaults(num_frames=v.frames, height=v.height, width=v.width, num_steps=v.steps,
                                   guidance_scale=v.guidance, shift=v.shift, fps=cfg.data.fps or 8.0)

@@ -17,10 +17,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-try:
-    from videogen.diffusion import flow
-except ImportError:  # TEMPORARY: until the pipe branch's flow module is on main
-    from videogen.train import _pending as flow
+from videogen.diffusion import flow
 from videogen.train.config import ObjectiveConfig
 
 MODES = ("none", "first", "first_last")

@@ -1,0 +1,121 @@
+"""`videogen generate` on the tiny random Wan2.1 folder: real MP4s, determinism, one-line errors."""
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from videogen.cli import default_output_path, main
+
+PROMPT = "a red circle moving left"
+FAST = ["--frames", "9", "--height", "32", "--width", "48", "--steps", "2"]
+
+
+def _exit_code(argv):
+    """main()'s exit status, argparse's usage errors (SystemExit) included."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+def _generate(capsys, model, *args):
+    code = _exit_code(["generate", PROMPT, "--model", str(model), *FAST, *args])
+    return code, capsys.readouterr()
+
+
+def test_writes_a_playable_mp4_deterministically(tiny_wan_folder, tmp_path, monkeypatch, capsys):
+    from videogen.io import probe_video, read_video
+
+    monkeypatch.chdir(tmp_path)
+    code, out = _generate(capsys, tiny_wan_folder, "--seed", "5", "--fps", "8")
+    assert code == 0
+    first = tmp_path / "videogen-a-red-circle-moving-left-1.mp4"  # the default name
+    assert f"wrote {first.name}" in out.out and " s (seed 5)" in out.out
+    assert "denoising" in out.err and "decoding" in out.err  # progress bars
+    info = probe_video(first)
+    assert (info.frames, info.height, info.width, info.fps, info.codec) == (9, 32, 48, 8.0, "h264")
+    # same seed: identical frames, in a new file (the default path never overwrites)
+    assert _generate(capsys, tiny_wan_folder, "--seed", "5", "--fps", "8")[0] == 0
+    second = tmp_path / "videogen-a-red-circle-moving-left-2.mp4"
+    assert np.array_equal(read_video(first).frames, read_video(second).frames)
+    # another seed: other frames
+    assert _generate(capsys, tiny_wan_folder, "--seed", "6", "-o", "other.mp4")[0] == 0
+    diff = np.abs(read_video(first).frames.astype(int) - read_video(tmp_path / "other.mp4").frames.astype(int))
+    assert diff.mean() > 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([first.name, second.name, "other.mp4"])
+
+
+def test_overwrite_is_explicit(tiny_wan_folder, tmp_path, capsys):
+    out = tmp_path / "clip.mp4"
+    out.write_bytes(b"precious")
+    code, captured = _generate(capsys, tiny_wan_folder, "-o", str(out))
+    assert code == 2 and "already exists" in captured.err and out.read_bytes() == b"precious"
+    code, _ = _generate(capsys, tiny_wan_folder, "-o", str(out), "--overwrite", "--sampler", "euler")
+    assert code == 0 and out.read_bytes()[4:8] == b"ftyp"  # an MP4 now
+
+
+def test_default_path_slug(tmp_path):
+    assert default_output_path("A Cat, surfing!", tmp_path).name == "videogen-a-cat-surfing-1.mp4"
+    (tmp_path / "videogen-a-cat-surfing-1.mp4").touch()
+    assert default_output_path("A Cat, surfing!", tmp_path).name == "videogen-a-cat-surfing-2.mp4"
+    assert default_output_path("???", tmp_path).name == "videogen-video-1.mp4"
+
+
+def _broken_model(tiny_wan_folder, tmp_path):
+    folder = shutil.copytree(tiny_wan_folder, tmp_path / "broken")
+    shutil.rmtree(folder / "vae")
+    return folder
+
+
+BAD = [
+    (["--frames", "10"], "number of frames 10 is not 4k+1"),
+    (["--height", "30"], "height 30 is not a multiple of 16"),
+    (["--steps", "0"], "number of steps must be a positive whole number"),
+    (["--steps", "-3"], "number of steps must be a positive whole number"),
+    (["--guidance", "nan"], "guidance scale must be a finite number"),
+    (["--fps", "0"], "fps must be a finite positive number"),
+    (["--frames", "nine"], "argument --frames: invalid int value"),
+    (["--sampler", "ddim"], "argument --sampler: invalid choice"),
+    (["--attention", "flash9"], "unknown attention backend 'flash9'"),
+    (["-o", "{tmp}/missing/out.mp4"], "output folder"),
+    (["-o", "{tmp}/out.xyz"], "cannot write '.xyz' files"),
+    (["--model", "{tmp}/nowhere"], "model folder"),
+    (["--model", "{broken}"], "incomplete: vae/ missing"),
+]
+if not torch.cuda.is_available():
+    BAD.append((["--device", "cuda"], "CUDA is not available"))
+
+
+@pytest.mark.parametrize("args, message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_values_are_one_line_errors(tiny_wan_folder, tmp_path, capsys, monkeypatch, args, message):
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    monkeypatch.chdir(outputs)
+    broken = _broken_model(tiny_wan_folder, tmp_path) if "{broken}" in args else None
+    args = [a.format(tmp=outputs, broken=broken) for a in args]
+    model = [] if "--model" in args else ["--model", str(tiny_wan_folder)]
+    assert _exit_code(["generate", PROMPT, *model, *FAST, *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and message in err[-1], err
+    assert "Traceback" not in "\n".join(err)
+    assert list(outputs.iterdir()) == []  # nothing written, no temporary file left
+
+
+def test_without_model_says_to_pass_one(capsys):
+    assert main(["generate", PROMPT]) == 2
+    assert capsys.readouterr().err == (
+        "error: no model given: pass --model FOLDER (a Wan2.1-T2V diffusers folder or a videogen model)\n"
+    )
+
+
+def test_as_a_process_no_traceback(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "videogen", "generate", PROMPT, "--model", str(tmp_path), "--frames", "8"],
+        capture_output=True, text=True,
+    )
+    assert out.returncode == 2
+    assert out.stderr == "error: number of frames 8 is not 4k+1: use 5 or 9\n"
