@@ -5,7 +5,6 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from train_helpers import wan_folder  # noqa: F401  (fixture)
 from videogen.errors import InputError, ModelError
 from videogen.models.dit import VideoDiT
 from videogen.train.config import LoRAConfig
@@ -33,25 +32,25 @@ def _trained_lora(folder, cfg):
 
 
 @pytest.fixture(scope="module")
-def lora_file(wan_folder, tmp_path_factory):
+def lora_file(tiny_wan_folder, tmp_path_factory):
     cfg = LoRAConfig(rank=4, alpha=2.0)
-    dit, names = _trained_lora(wan_folder, cfg)
-    x, t, text = _inputs(wan_folder)
+    dit, names = _trained_lora(tiny_wan_folder, cfg)
+    x, t, text = _inputs(tiny_wan_folder)
     with torch.no_grad():
         expected = dit(x, t, text)
     path = save_lora(dit, cfg, tmp_path_factory.mktemp("lora") / "lora.safetensors")
     return path, expected, names
 
 
-def test_adapters_cover_attention_and_ffn_and_only_they_train(wan_folder):
-    dit, names = _trained_lora(wan_folder, LoRAConfig(rank=2))
+def test_adapters_cover_attention_and_ffn_and_only_they_train(tiny_wan_folder):
+    dit, names = _trained_lora(tiny_wan_folder, LoRAConfig(rank=2))
     assert "blocks.0.attn1.to_q" in names and "blocks.1.attn2.to_out.0" in names
     assert "blocks.0.ffn.net.0.proj" in names and "blocks.0.ffn.net.2" in names
     assert len(names) == 2 * (2 * 4 + 2)  # 2 blocks x (2 attentions x q,k,v,out + 2 ffn linears)
     trainable = [n for n, p in dit.named_parameters() if p.requires_grad]
     assert trainable and all(".lora_" in n for n in trainable)
     with pytest.raises(ModelError, match="lora.targets"):
-        add_lora(VideoDiT.from_pretrained(wan_folder / "transformer"), LoRAConfig(targets=["nope"]))
+        add_lora(VideoDiT.from_pretrained(tiny_wan_folder / "transformer"), LoRAConfig(targets=["nope"]))
 
 
 def test_file_has_diffusers_keys(lora_file):
@@ -61,12 +60,12 @@ def test_file_has_diffusers_keys(lora_file):
     assert all(k.startswith("transformer.blocks.") for k in keys) and len(keys) == 2 * len(names)
 
 
-def test_diffusers_wan_pipeline_loads_it_with_the_same_outputs(wan_folder, lora_file):
+def test_diffusers_wan_pipeline_loads_it_with_the_same_outputs(tiny_wan_folder, lora_file):
     from diffusers import WanPipeline
 
     path, expected, _ = lora_file
-    pipe = WanPipeline.from_pretrained(wan_folder)
-    x, t, text = _inputs(wan_folder)
+    pipe = WanPipeline.from_pretrained(tiny_wan_folder)
+    x, t, text = _inputs(tiny_wan_folder)
     with torch.no_grad():
         base = pipe.transformer(x, t, text, return_dict=False)[0]
         pipe.load_lora_weights(str(path))
@@ -75,10 +74,10 @@ def test_diffusers_wan_pipeline_loads_it_with_the_same_outputs(wan_folder, lora_
     torch.testing.assert_close(theirs, expected, atol=1e-5, rtol=1e-4)  # alpha / r honoured
 
 
-def test_apply_lora_merges_with_scale(wan_folder, lora_file):
+def test_apply_lora_merges_with_scale(tiny_wan_folder, lora_file):
     path, expected, names = lora_file
-    x, t, text = _inputs(wan_folder)
-    dit = VideoDiT.from_pretrained(wan_folder / "transformer")
+    x, t, text = _inputs(tiny_wan_folder)
+    dit = VideoDiT.from_pretrained(tiny_wan_folder / "transformer")
     with torch.no_grad():
         base = dit(x, t, text)
         assert apply_lora(dit, path, scale=1.0) == len(names)
@@ -89,10 +88,10 @@ def test_apply_lora_merges_with_scale(wan_folder, lora_file):
     assert 0.4 < (half_delta / full_delta).item() < 0.6
 
 
-def test_lora_arg_and_bad_files(wan_folder, lora_file, tmp_path):
+def test_lora_arg_and_bad_files(tiny_wan_folder, lora_file, tmp_path):
     assert parse_lora_arg("style.safetensors:0.7") == (tmp_path.__class__("style.safetensors"), 0.7)
     assert parse_lora_arg("style.safetensors")[1] == 1.0
-    dit = VideoDiT.from_pretrained(wan_folder / "transformer")
+    dit = VideoDiT.from_pretrained(tiny_wan_folder / "transformer")
     with pytest.raises(InputError, match="no such LoRA file"):
         apply_lora(dit, tmp_path / "missing.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"not safetensors")
@@ -109,23 +108,23 @@ def test_lora_arg_and_bad_files(wan_folder, lora_file, tmp_path):
         apply_lora(dit, tmp_path / "other.safetensors")
 
 
-def test_apply_lora_to_a_pipeline(wan_folder, lora_file):
+def test_apply_lora_to_a_pipeline(tiny_wan_folder, lora_file):
     from videogen import pipeline
 
     path, expected, names = lora_file
-    pipe = pipeline.VideoPipeline.from_pretrained(wan_folder, device="cpu")
+    pipe = pipeline.VideoPipeline.from_pretrained(tiny_wan_folder, device="cpu")
     assert apply_lora(pipe, path, 1.0) == len(names)
-    x, t, text = _inputs(wan_folder)
+    x, t, text = _inputs(tiny_wan_folder)
     with torch.no_grad():
         torch.testing.assert_close(pipe.transformer(x, t, text), expected, atol=1e-5, rtol=1e-4)
 
 
-def test_generate_cli_applies_lora(wan_folder, lora_file, tmp_path, capsys):
+def test_generate_cli_applies_lora(tiny_wan_folder, lora_file, tmp_path, capsys):
     from videogen.cli import main
     from videogen.io import read_video
 
     path = lora_file[0]
-    args = ["generate", "a red circle", "--model", str(wan_folder), "--frames", "5", "--height", "32", "--width",
+    args = ["generate", "a red circle", "--model", str(tiny_wan_folder), "--frames", "5", "--height", "32", "--width",
             "32", "--steps", "2", "--seed", "0"]
     assert main(args + ["-o", str(tmp_path / "base.mp4")]) == 0
     assert main(args + ["-o", str(tmp_path / "lora.mp4"), "--lora", f"{path}:1.5"]) == 0

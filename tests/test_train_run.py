@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from train_helpers import footage_folder, tiny_config, wan_folder  # noqa: F401  (fixture)
+from train_helpers import footage_folder, tiny_config
 from videogen.cli import main
 from videogen.io import probe_video
 from videogen.train.data import collate, collate_cached
@@ -36,8 +36,8 @@ def fixed_loss(trainer: Trainer, draws: int = 6) -> float:
     return loss
 
 
-def test_dit_loss_goes_down(wan_folder, data, tmp_path):
-    cfg = tiny_config(model={"pretrained": str(wan_folder)}, data={"path": str(data)},
+def test_dit_loss_goes_down(tiny_wan_folder, data, tmp_path):
+    cfg = tiny_config(model={"pretrained": str(tiny_wan_folder)}, data={"path": str(data)},
                       objective={"caption_dropout": 0.0, "p_first": 0.3},
                       optim={"lr": 3e-3, "warmup_steps": 2}, train={"max_steps": 16, "batch_size": 3})
     trainer = Trainer(cfg, tmp_path / "run", show_progress=False)
@@ -70,18 +70,18 @@ def _resume_config(wan, data):
                        train={"max_steps": 6, "grad_accum": 2, "checkpoint_every": 2, "keep_checkpoints": 2})
 
 
-def test_interrupted_and_resumed_run_is_bit_exact(wan_folder, data, tmp_path):
+def test_interrupted_and_resumed_run_is_bit_exact(tiny_wan_folder, data, tmp_path):
     # 3 clips, batch 1, 2 micro-batches per step: 6 steps cross 4 epochs of data
-    straight = Trainer(_resume_config(wan_folder, data), tmp_path / "a", show_progress=False).run()
+    straight = Trainer(_resume_config(tiny_wan_folder, data), tmp_path / "a", show_progress=False).run()
 
     def stop_at_3(trainer, step, stats):
         if step == 3:
             trainer.request_stop()  # what the SIGINT/SIGTERM handler does
 
     with pytest.raises(TrainingInterrupted, match="stopped at step 3"):
-        Trainer(_resume_config(wan_folder, data), tmp_path / "b", show_progress=False, callback=stop_at_3).run()
+        Trainer(_resume_config(tiny_wan_folder, data), tmp_path / "b", show_progress=False, callback=stop_at_3).run()
     assert [p.name for p in sorted((tmp_path / "b" / "checkpoints").iterdir())] == ["step-0000002", "step-0000003"]
-    resumed = Trainer(_resume_config(wan_folder, data), tmp_path / "b", resume=True, show_progress=False).run()
+    resumed = Trainer(_resume_config(tiny_wan_folder, data), tmp_path / "b", resume=True, show_progress=False).run()
 
     assert resumed.step == straight.step == 6 and resumed.loss == straight.loss
     a, b = tmp_path / "a" / "checkpoints" / "step-0000006", tmp_path / "b" / "checkpoints" / "step-0000006"
@@ -102,7 +102,7 @@ def test_interrupted_and_resumed_run_is_bit_exact(wan_folder, data, tmp_path):
     assert len(json.loads((texts[0] / "index.json").read_text())) == 4  # 3 captions and ""
     # the exported transformer is the EMA's, and it differs from the base model
     ours = load_file(str(tmp_path / "a" / "model" / "transformer" / "diffusion_pytorch_model.safetensors"))
-    base = load_file(str(wan_folder / "transformer" / "diffusion_pytorch_model.safetensors"))
+    base = load_file(str(tiny_wan_folder / "transformer" / "diffusion_pytorch_model.safetensors"))
     assert any(not torch.equal(ours[k], base[k]) for k in base)
 
 
@@ -124,10 +124,10 @@ def test_run_folder_and_config_errors(data, tmp_path, capsys):
     assert err.startswith("error: ") and "no such folder" in err and err.count("\n") == 1
 
 
-def test_cli_lora_run_sigint_saves_checkpoint_then_resume(wan_folder, data, tmp_path, capsys):
+def test_cli_lora_run_sigint_saves_checkpoint_then_resume(tiny_wan_folder, data, tmp_path, capsys):
     cfg = tmp_path / "lora.yaml"
     cfg.write_text(
-        f"task: dit\nmode: lora\nmodel: {{pretrained: {wan_folder}, max_text_length: 16}}\n"
+        f"task: dit\nmode: lora\nmodel: {{pretrained: {tiny_wan_folder}, max_text_length: 16}}\n"
         "data: {frames: [9], resolutions: [32x32]}\nlora: {rank: 4, alpha: 4}\n"
         "train: {max_steps: 100000, checkpoint_every: 100000}\n"
     )
@@ -151,22 +151,22 @@ def test_cli_lora_run_sigint_saves_checkpoint_then_resume(wan_folder, data, tmp_
     assert os.path.getsize(run / "lora.safetensors") > 0
 
 
-def test_text_encoder_trains_with_the_dit_under_gradient_checkpointing(wan_folder, data, tmp_path):
-    cfg = tiny_config(model={"pretrained": str(wan_folder), "train_text_encoder": True}, data={"path": str(data)},
+def test_text_encoder_trains_with_the_dit_under_gradient_checkpointing(tiny_wan_folder, data, tmp_path):
+    cfg = tiny_config(model={"pretrained": str(tiny_wan_folder), "train_text_encoder": True}, data={"path": str(data)},
                       train={"max_steps": 2, "gradient_checkpointing": True}, objective={"caption_dropout": 0.0})
     trainer = Trainer(cfg, tmp_path / "run", show_progress=False)
     assert trainer.text_cache is None and any(n.startswith("text_encoder.") for n in trainer.trainable)
     trainer.run()
     for part, file in (("text_encoder", "model.safetensors"), ("transformer", "diffusion_pytorch_model.safetensors")):
         ours = load_file(str(tmp_path / "run" / "model" / part / file))
-        base = load_file(str(wan_folder / part / file))
+        base = load_file(str(tiny_wan_folder / part / file))
         assert any(not torch.equal(ours[k], base[k]) for k in base), part
 
 
-def test_demo_recipe_from_scratch_on_shapes_gives_a_loadable_model(wan_folder, tmp_path):
+def test_demo_recipe_from_scratch_on_shapes_gives_a_loadable_model(tiny_wan_folder, tmp_path):
     from videogen import pipeline
 
-    cfg = tiny_config(model={"vae": str(wan_folder), "train_text_encoder": True},
+    cfg = tiny_config(model={"vae": str(tiny_wan_folder), "train_text_encoder": True},
                       data={"kind": "shapes", "shapes_samples": 4, "shapes_size": 32},
                       train={"max_steps": 2, "batch_size": 2},
                       validation={"prompts": ["a red circle moving right on a black background"], "frames": 9,

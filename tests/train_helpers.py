@@ -1,11 +1,12 @@
-"""Helpers for the trainer's tests: tiny MP4 folders, a tiny random Wan2.1 model folder, tiny run configs."""
+"""Helpers for the trainer's tests: tiny MP4 folders, tiny run configs, a data-parallel worker.
+
+The tiny random Wan2.1 model folder is the session fixture ``tiny_wan_folder`` (tests/conftest.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from videogen.train.config import TrainConfig, validate
@@ -51,27 +52,6 @@ def footage_folder(root: Path, *, count: int = 3, frames: int = 9, size=(32, 32)
     return root
 
 
-def tiny_wan_folder(folder: Path) -> Path:
-    """A tiny random Wan2.1-T2V folder written by diffusers' own WanPipeline."""
-    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
-    from transformers import ByT5Tokenizer, UMT5Config, UMT5EncoderModel
-
-    torch.manual_seed(0)
-    tokenizer = ByT5Tokenizer()
-    text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), d_model=16, d_kv=8, d_ff=32, num_layers=1,
-                                               num_heads=2, feed_forward_proj="gated-gelu", dropout_rate=0.0))
-    vae = AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1, attn_scales=[],
-                           temperal_downsample=[False, True, True])
-    transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8,
-                                        in_channels=16, out_channels=16, text_dim=16, freq_dim=16, ffn_dim=32,
-                                        num_layers=2, rope_max_seq_len=32)
-    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
-    pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
-                       scheduler=scheduler)
-    pipe.save_pretrained(folder)
-    return folder
-
-
 def tiny_config(**sections) -> TrainConfig:
     """A TrainConfig for seconds-long runs; ``sections`` override fields, e.g. ``train={"max_steps": 3}``."""
     cfg = TrainConfig()
@@ -88,17 +68,6 @@ def tiny_config(**sections) -> TrainConfig:
         for key, value in values.items():
             setattr(getattr(cfg, section), key, value)
     return validate(cfg)
-
-
-_BUILT: dict[str, Path] = {}
-
-
-@pytest.fixture(scope="session")
-def wan_folder(tmp_path_factory) -> Path:
-    """The tiny Wan folder, built once per session (import this fixture into a test module)."""
-    if "wan" not in _BUILT:
-        _BUILT["wan"] = tiny_wan_folder(tmp_path_factory.mktemp("wan") / "model")
-    return _BUILT["wan"]
 
 
 def ddp_worker(rank: int, world: int, port: int, cfg: TrainConfig, run: Path) -> None:

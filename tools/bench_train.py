@@ -30,33 +30,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # measure this checkout, not an installed copy
 
-SIZES = {  # proposed demo-model sizes (configs/demo-*.yaml)
+SIZES = {  # proposed demo-model sizes (configs/demo-*.yaml), and a tiny smoke-test size
     "demo": dict(text_dim=256, text_layers=4, text_heads=4, dit_heads=4, dit_head_dim=64, dit_layers=8,
-                 dit_ffn=1024, vae_base=16, vae_mult=[1, 2, 2, 2]),
-    "tiny": dict(text_dim=32, text_layers=2, text_heads=2, dit_heads=2, dit_head_dim=16, dit_layers=2,
-                 dit_ffn=64, vae_base=8, vae_mult=[1, 1, 1, 1]),
+                 dit_ffn_dim=1024, vae_base_dim=16, vae_dim_mult=[1, 2, 2, 2]),
+    "tiny": dict(),
 }
 
 
-def build_folder(folder: Path, s: dict) -> Path:
-    """A random Wan2.1-T2V folder of the given sizes, written by diffusers' WanPipeline."""
-    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
-    from transformers import ByT5Tokenizer, UMT5Config, UMT5EncoderModel
+def build_folder(folder: Path, sizes: dict) -> Path:
+    """A random Wan2.1-T2V folder of the given sizes (videogen.testing's builder, via diffusers' WanPipeline)."""
+    from videogen.testing import TinyWanConfig, build_tiny_wan_folder
 
-    torch.manual_seed(0)
-    tok = ByT5Tokenizer()
-    dim, heads = s["text_dim"], s["text_heads"]
-    text = UMT5EncoderModel(UMT5Config(vocab_size=len(tok), d_model=dim, d_kv=dim // heads, d_ff=4 * dim,
-                                       num_layers=s["text_layers"], num_heads=heads, feed_forward_proj="gated-gelu",
-                                       dropout_rate=0.0))
-    vae = AutoencoderKLWan(base_dim=s["vae_base"], z_dim=16, dim_mult=s["vae_mult"], num_res_blocks=1, attn_scales=[],
-                           temperal_downsample=[False, True, True])
-    dit = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=s["dit_heads"],
-                                attention_head_dim=s["dit_head_dim"], in_channels=16, out_channels=16,
-                                text_dim=s["text_dim"], freq_dim=256, ffn_dim=s["dit_ffn"], num_layers=s["dit_layers"])
-    sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
-    WanPipeline(tokenizer=tok, text_encoder=text, vae=vae, transformer=dit, scheduler=sched).save_pretrained(folder)
-    return folder
+    return build_tiny_wan_folder(folder, TinyWanConfig(**sizes))
 
 
 def make_clips(folder: Path, count: int) -> Path:
@@ -125,11 +110,13 @@ def dit_config(model: Path, clips: Path, mode: str, batch: int):
 
 
 def vae_config(s: dict, clips: Path, batch: int, frames: int):
+    from videogen.testing import TinyWanConfig
     from videogen.train.config import TrainConfig
 
     cfg = TrainConfig(task="vae")
     cfg.data.path, cfg.data.resolutions, cfg.data.frames = str(clips), ["64x64"], [frames]
-    cfg.model.vae_arch.base_dim, cfg.model.vae_arch.dim_mult = s["vae_base"], list(s["vae_mult"])
+    arch = TinyWanConfig(**s)
+    cfg.model.vae_arch.base_dim, cfg.model.vae_arch.dim_mult = arch.vae_base_dim, list(arch.vae_dim_mult)
     cfg.train.batch_size = batch
     return cfg
 
