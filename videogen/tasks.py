@@ -62,6 +62,8 @@ def open_source(source, what: str) -> FrameSource:
     """
     from videogen.io import Video, iter_frames, probe_video
 
+    if isinstance(source, FrameSource):
+        return source
     if isinstance(source, (str, Path)):
         info = probe_video(source)
         fps = None if info.is_image or info.frames == 1 else info.fps
@@ -292,7 +294,7 @@ def extend(
                          method=method, attention=attention, progress=progress, output=output,
                          overwrite=overwrite, **settings)
     if num_new_frames is not None:
-        _check_new_frames(num_new_frames)
+        check_new_frames(num_new_frames)
     with _sink(output, run.request.fps, overwrite) as sink:
         tail = _copy_input(_fitted(source, height, width, notify), sink, wanted)
         if num_new_frames is None:  # one window's worth after the context the input can give
@@ -302,7 +304,8 @@ def extend(
     return sink.result()
 
 
-def _check_new_frames(n) -> None:
+def check_new_frames(n) -> None:
+    """A count of new frames: any positive whole number (the last window is trimmed to it)."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
         raise InputError(f"number of new frames must be a positive whole number, got {n!r}")
 
