@@ -143,28 +143,83 @@ def add_generate(subparsers):
     )
     p.add_argument("prompt", help="what the video shows")
     p.add_argument("-o", "--output", help="output video (.mp4); default ./videogen-<prompt>-<n>.mp4, never overwritten")
+    add_model_options(p)
+    p.add_argument("--frames", type=int, help="number of frames, 4k+1 (Wan2.1: 81)")
+    add_sampling_options(p)
+    p.set_defaults(run=run_generate)
+
+
+def add_model_options(p) -> None:
+    """The options that say which model folder runs where: shared by every command that samples."""
     p.add_argument("--model", help="model folder: model_index.json with transformer/, vae/, text_encoder/, "
                    "tokenizer/, scheduler/ (a Wan2.1-T2V diffusers checkpoint or one saved by videogen)")
-    p.add_argument("--frames", type=int, help="number of frames, 4k+1 (Wan2.1: 81)")
+    p.add_argument("--device", help="cuda, cuda:1, cpu... (default: cuda if available)")
+    p.add_argument("--dtype", choices=list(DTYPES), default="float32",
+                   help="transformer and text encoder precision (the VAE stays float32); bfloat16 on GPUs")
+    p.add_argument("--attention", help="attention backend: xformers, sdpa, chunked or math (default: automatic)")
+    p.add_argument("--offload", action="store_true", help="keep each model on the CPU except while it works")
+
+
+def add_sampling_options(p, *, fps_help: str = "frame rate of the file (Wan2.1: 16)") -> None:
+    """Size, sampler and output options shared by every command that samples (defaults: the model folder's)."""
     p.add_argument("--height", type=int, help="height in pixels, a multiple of 16 (Wan2.1: 480)")
     p.add_argument("--width", type=int, help="width in pixels, a multiple of 16 (Wan2.1: 832)")
-    p.add_argument("--fps", type=float, help="frame rate of the file (Wan2.1: 16)")
+    p.add_argument("--fps", type=float, help=fps_help)
     p.add_argument("--steps", type=int, help="sampling steps (Wan2.1: 50)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale; <= 1 turns it off (Wan2.1: 5)")
     p.add_argument("--shift", type=float, help="timestep shift (Wan2.1: 3 at 480p, 5 at 720p)")
     p.add_argument("--sampler", choices=["unipc", "euler", "dpm++"], help="default: the model folder's scheduler")
     p.add_argument("--seed", type=int, help="random seed; the same seed gives the same video (default: random)")
     p.add_argument("--negative-prompt", help="what to steer away from")
-    p.add_argument("--device", help="cuda, cuda:1, cpu... (default: cuda if available)")
-    p.add_argument("--dtype", choices=list(DTYPES), default="float32",
-                   help="transformer and text encoder precision (the VAE stays float32); bfloat16 on GPUs")
-    p.add_argument("--attention", help="attention backend: xformers, sdpa, chunked or math (default: automatic)")
-    p.add_argument("--offload", action="store_true", help="keep each model on the CPU except while it works")
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     p.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]",
-                   help="merge a LoRA (lora.safetensors from videogen train, or another diffusers-format Wan LoRA) at SCALE "
-                        "(default 1); repeatable")
-    p.set_defaults(run=run_generate)
+                   help="merge a LoRA (lora.safetensors from videogen train, or another diffusers-format "
+                        "Wan LoRA) at SCALE (default 1); repeatable")
+
+
+def check_sampling_args(args) -> None:
+    """Refuse bad sizes and a missing model before the (slow) model load."""
+    from videogen.errors import InputError
+    from videogen.pipeline import check_size
+
+    if args.model is None:
+        raise InputError("no model given: pass --model FOLDER (a Wan2.1-T2V diffusers folder or a videogen model)")
+    for name in ("height", "width"):
+        if getattr(args, name) is not None:
+            check_size(name, getattr(args, name))
+    for lora, _ in _loras(args):
+        if not lora.is_file():
+            raise InputError(f"{lora}: no such LoRA file")
+
+
+def _loras(args) -> list:
+    from videogen.train.lora import parse_lora_arg
+
+    return [parse_lora_arg(text) for text in args.lora]
+
+
+def load_pipeline(args):
+    """The `VideoPipeline` the model options name."""
+    import torch
+
+    from videogen.pipeline import VideoPipeline
+    from videogen.train.lora import apply_lora
+
+    pipe = VideoPipeline.from_pretrained(
+        args.model, device=_device(args.device), dtype=getattr(torch, DTYPES[args.dtype]), offload=args.offload
+    )
+    for lora, scale in _loras(args):
+        apply_lora(pipe, lora, scale)
+    return pipe
+
+
+def sampling_settings(args, seed: int) -> dict:
+    """The pipeline keywords the sampling options give."""
+    return dict(
+        negative_prompt=args.negative_prompt, height=args.height, width=args.width, num_steps=args.steps,
+        guidance_scale=args.guidance, shift=args.shift, sampler=args.sampler, seed=seed, fps=args.fps,
+        overwrite=args.overwrite, attention=args.attention,
+    )
 
 
 def default_output_path(prompt: str, folder: Path = Path(".")) -> Path:
@@ -193,42 +248,124 @@ def _device(name: str | None):
 
 
 def run_generate(args) -> int:
-    import torch
-
-    from videogen.errors import InputError
-    from videogen.pipeline import VideoPipeline, check_num_frames, check_output, check_size
-    from videogen.train.lora import apply_lora, parse_lora_arg
+    from videogen.pipeline import check_num_frames, check_output
 
     start = time.perf_counter()
-    if args.model is None:
-        raise InputError("no model given: pass --model FOLDER (a Wan2.1-T2V diffusers folder or a videogen model)")
     # 1. refuse bad values before the (slow) model load
+    check_sampling_args(args)
     if args.frames is not None:
         check_num_frames(args.frames)
-    for name in ("height", "width"):
-        if getattr(args, name) is not None:
-            check_size(name, getattr(args, name))
     output = check_output(args.output or default_output_path(args.prompt), args.overwrite)
-    loras = [parse_lora_arg(text) for text in args.lora]
-    for lora, _ in loras:
-        if not lora.is_file():
-            raise InputError(f"{lora}: no such LoRA file")
-    device = _device(args.device)
     # 2. load and generate
-    pipe = VideoPipeline.from_pretrained(
-        args.model, device=device, dtype=getattr(torch, DTYPES[args.dtype]), offload=args.offload
-    )
-    for lora, scale in loras:
-        apply_lora(pipe, lora, scale)
+    pipe = load_pipeline(args)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**32)
-    path = pipe.generate(
-        args.prompt, negative_prompt=args.negative_prompt, num_frames=args.frames, height=args.height,
-        width=args.width, num_steps=args.steps, guidance_scale=args.guidance, shift=args.shift,
-        sampler=args.sampler, seed=seed, fps=args.fps, output=output, overwrite=args.overwrite,
-        attention=args.attention,
-    )
+    path = pipe.generate(args.prompt, num_frames=args.frames, output=output, **sampling_settings(args, seed))
     print(f"wrote {path} in {elapsed(start)} (seed {seed})")
     return 0
+
+
+# --------------------------------------------------------------------------------- extend, interpolate
+
+INPUT_HELP = "video (MP4, MOV, MKV, WebM, GIF) or image (PNG, JPEG...)"
+
+
+def _add_task_options(p) -> None:
+    """What extend and interpolate share with generate, plus the frame-conditioning method."""
+    p.add_argument("-p", "--prompt", required=True, help="what the video shows")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output video (.mp4)")
+    add_model_options(p)
+    add_sampling_options(p, fps_help="frame rate of the file (default: the input's; the model's for an image)")
+    p.add_argument("--method", choices=["timestep", "replace"],
+                   help="how known frames are held: timestep 0 (models trained with frame conditioning) or "
+                   "replace (training-free); default: what the model folder declares")
+
+
+@command
+def add_extend(subparsers):
+    p = subparsers.add_parser(
+        "extend",
+        help="continue a video (or animate an image) with new frames",
+        description="Write INPUT's frames as they are, followed by new frames that continue them. An image is "
+        "animated (1 + N frames). Long extensions go window by window, each conditioned on the last frames "
+        "before it, in constant memory. Frames are centre-cropped and resized to the model's size.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_examples(
+            'videogen extend clip.mp4 -p "a red circle moving left on a black background" --frames 16 '
+            "--model ./demo -o longer.mp4",
+            'videogen extend still.png -p "a blue square moving up on a white background" --model ./demo -o moving.mp4',
+        ),
+    )
+    p.add_argument("input", metavar="INPUT", help=INPUT_HELP)
+    p.add_argument("--frames", type=int, help="number of new frames (default: one window's worth)")
+    p.add_argument("--context", type=int, help="frames of the past that condition each window, 4k+1 "
+                   "(default: half the window)")
+    p.add_argument("--window", type=int, help="frames sampled at a time, 4k+1 (default: the model's)")
+    _add_task_options(p)
+    p.set_defaults(run=run_extend)
+
+
+def run_extend(args) -> int:
+    from videogen.pipeline import check_num_frames, check_output
+    from videogen.tasks import check_new_frames, open_source
+
+    start = time.perf_counter()
+    # 1. refuse bad values and inputs before the (slow) model load
+    check_sampling_args(args)
+    if args.frames is not None:
+        check_new_frames(args.frames)
+    if args.window is not None:
+        check_num_frames(args.window)
+    source = open_source(args.input, args.input)
+    check_output(args.output, args.overwrite)
+    # 2. load and extend
+    pipe = load_pipeline(args)
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**32)
+    path = pipe.extend(source, args.prompt, args.frames, context=args.context, window=args.window,
+                       method=args.method, output=args.output, notify=_note, **sampling_settings(args, seed))
+    print(f"wrote {path} in {elapsed(start)} (seed {seed})")
+    return 0
+
+
+@command
+def add_interpolate(subparsers):
+    p = subparsers.add_parser(
+        "interpolate",
+        help="generate the frames between two images or videos",
+        description="Generate FRAMES frames that begin on START's last frame and end on END's first frame "
+        "(both pasted exactly), moving between them as the prompt says.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_examples('videogen interpolate a.png b.png -p "a red circle moving left on a black background" '
+                         "--frames 17 --model ./demo -o between.mp4"),
+    )
+    p.add_argument("start", metavar="START", help=f"{INPUT_HELP}; its last frame begins the output")
+    p.add_argument("end", metavar="END", help=f"{INPUT_HELP}; its first frame ends the output")
+    p.add_argument("--frames", type=int, help="number of frames, 4k+1, at least 5 (default: the model's)")
+    _add_task_options(p)
+    p.set_defaults(run=run_interpolate)
+
+
+def run_interpolate(args) -> int:
+    from videogen.pipeline import check_num_frames, check_output
+    from videogen.tasks import open_source
+
+    start = time.perf_counter()
+    # 1. refuse bad values and inputs before the (slow) model load
+    check_sampling_args(args)
+    if args.frames is not None:
+        check_num_frames(args.frames)
+    first, last = open_source(args.start, args.start), open_source(args.end, args.end)
+    check_output(args.output, args.overwrite)
+    # 2. load and interpolate
+    pipe = load_pipeline(args)
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**32)
+    path = pipe.interpolate(first, last, args.prompt, args.frames, method=args.method, output=args.output,
+                            notify=_note, **sampling_settings(args, seed))
+    print(f"wrote {path} in {elapsed(start)} (seed {seed})")
+    return 0
+
+
+def _note(message: str) -> None:
+    print(f"note: {message}", flush=True)
 
 
 # ------------------------------------------------------------------------------------------- reconstruct

@@ -66,6 +66,7 @@ class GenerationDefaults:
     shift: float | None = None  # timestep shift; None: the scheduler config's (Wan2.1: 3.0 at 480p)
     sampler: str | None = None  # unipc, euler or dpm++; None: the scheduler the folder ships
     negative_prompt: str = ""  # what guidance steers away from
+    frame_conditioning: bool = False  # trained with known frames at timestep 0 ("timestep"); else "replace"
 
     @classmethod
     def from_dict(cls, values: dict, source: Path) -> "GenerationDefaults":
@@ -491,6 +492,7 @@ class VideoPipeline:
         *,
         known: torch.Tensor | None = None,
         clean: torch.Tensor | None = None,
+        method: str = "timestep",
         callback: StepCallback | None = None,
         attention: str | None = None,
         progress: bool = False,
@@ -498,14 +500,41 @@ class VideoPipeline:
         """Sample clean latents ``(1, C, T', H', W')`` from ``noise``, guided by the text states.
 
         known / clean: latent frames held clean (bool ``(T',)`` and latents ``(1, C, T', H', W')``), the hook
-        through which extension and interpolation reuse this pipeline (`videogen.diffusion.sampling.sample`).
+        through which extension and interpolation reuse this pipeline (`videogen.diffusion.sampling.sample`);
+        method: how they are held, ``"timestep"`` or ``"replace"`` (`frame_method` picks the folder's).
         """
         scheduler = make_scheduler(self.scheduler_config, sampler=request.sampler, shift=request.shift)
         velocity = guided(self._velocity_model(noise.shape), cond, uncond, request.guidance_scale)
         generator = torch.Generator("cpu").manual_seed(request.seed)
         with self._on_device(self.transformer), _attention_backend(attention):
-            return sample(velocity, noise, scheduler, request.num_steps, known=known, clean=clean,
+            return sample(velocity, noise, scheduler, request.num_steps, known=known, clean=clean, hold=method,
                           generator=generator, callback=callback, progress=progress)
+
+    def frame_method(self, method: str | None = None) -> str:
+        """How known frames are held: ``method`` if given, else what the folder declares -- ``"timestep"`` for
+        a model trained with frame conditioning (``frame_conditioning`` in videogen.json), ``"replace"``
+        (training-free) for one that was not, such as Wan2.1-T2V as published."""
+        from videogen.diffusion.sampling import HOLD_METHODS
+
+        if method is None:
+            return "timestep" if self.defaults.frame_conditioning else "replace"
+        if method not in HOLD_METHODS:
+            raise InputError(f"unknown frame-conditioning method {method!r}: choose one of {', '.join(HOLD_METHODS)}")
+        return method
+
+    # ------------------------------------------------------------------------- extend, interpolate
+
+    def extend(self, video, prompt: str, num_new_frames: int | None = None, **options):
+        """The input followed by ``num_new_frames`` frames that continue it; see `videogen.tasks.extend`."""
+        from videogen.tasks import extend
+
+        return extend(self, video, prompt, num_new_frames, **options)
+
+    def interpolate(self, start, end, prompt: str, num_frames: int | None = None, **options):
+        """``num_frames`` frames from START's last frame to END's first; see `videogen.tasks.interpolate`."""
+        from videogen.tasks import interpolate
+
+        return interpolate(self, start, end, prompt, num_frames, **options)
 
     def _velocity_model(self, latent_shape):
         """The DiT as ``model(x, t, text) -> v`` in fp32; per-frame timesteps ``(B, T')`` become per-token."""

@@ -12,9 +12,14 @@ with ``use_flow_sigmas`` and ``prediction_type="flow_prediction"``; ``euler`` (F
 scheduler (``flow_shift`` / ``shift``), exactly as diffusers' Wan pipeline does it, so that our sigmas
 and timesteps are theirs.
 
-Frame conditioning: ``known`` (bool over latent frames) and ``clean`` latents make the sampler hand the
-velocity function per-frame timesteps ``(B, T')`` with 0 at known frames, and reset the known frames to
-their clean values after every step (`videogen.diffusion.flow.hold_known`).
+Frame conditioning: ``known`` (bool over latent frames) and ``clean`` latents hold some latent frames
+clean, in one of two ways (``hold``). ``"timestep"``, for models trained with frame conditioning: the velocity
+function gets per-frame timesteps ``(B, T')`` with 0 at known frames, and the known frames are reset to their
+clean values after every step (`videogen.diffusion.flow.hold_known`). ``"replace"``, training-free, for models
+that never saw a timestep-0 frame (Wan2.1-T2V as published): every frame is fed at the current level, the
+known frames replaced by their clean latents noised to that level with the run's own initial noise
+(`videogen.diffusion.flow.interpolate`; the "replacement" method of Ho et al. 2022, "Video Diffusion
+Models", section 3.1).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
-from videogen.diffusion.flow import frame_timesteps, hold_known
+from videogen.diffusion.flow import NUM_TRAIN_TIMESTEPS, frame_timesteps, hold_known, interpolate
 from videogen.errors import InputError
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -33,6 +38,8 @@ VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
 """``(step index, timestep, latents after the step)``."""
+
+HOLD_METHODS = ("timestep", "replace")  # how known latent frames are held clean (module docstring)
 
 # sampler name -> (diffusers scheduler class name, the config key that holds its timestep shift)
 SAMPLERS: dict[str, tuple[str, str]] = {
@@ -130,6 +137,25 @@ def _step_kwargs(scheduler, generator: torch.Generator | None) -> dict:
     return {"generator": generator} if "generator" in accepts else {}
 
 
+def _noise_level(scheduler, step: int, t: torch.Tensor) -> torch.Tensor:
+    """The noise level ``s`` in [0, 1] of step ``step``: the scheduler's sigma (timesteps may be rounded)."""
+    sigmas = getattr(scheduler, "sigmas", None)
+    if sigmas is not None and len(sigmas) > step:
+        return sigmas[step].float()
+    return t.float() / NUM_TRAIN_TIMESTEPS
+
+
+def _model_input(x, t, scheduler, step, noise, known, clean, hold) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the velocity function sees at one step: latents (B, C, T', H', W') and timesteps (B,) or (B, T')."""
+    batch = x.shape[0]
+    if known is None:
+        return x, t.expand(batch)
+    if hold == "timestep":
+        return x, frame_timesteps(t.expand(batch), known, batch)  # (B, T'), 0 at known frames
+    noised = interpolate(clean.float(), noise.float(), _noise_level(scheduler, step, t))  # (B, C, T', H', W')
+    return hold_known(x, noised, known), t.expand(batch)
+
+
 def sample(
     velocity_fn: VelocityFn,
     noise: torch.Tensor,
@@ -138,6 +164,7 @@ def sample(
     *,
     known: torch.Tensor | None = None,
     clean: torch.Tensor | None = None,
+    hold: str = "timestep",
     generator: torch.Generator | None = None,
     callback: StepCallback | None = None,
     progress: bool = False,
@@ -145,23 +172,25 @@ def sample(
     """Integrate the flow from ``noise`` (level 1) to clean latents with ``scheduler``'s step rule.
 
     noise: (B, C, T', H', W') initial latents. known: None, (T',) or (B, T') bool mask of latent frames held
-    at ``clean`` (B, C, T', H', W'); those frames are fed at timestep 0 and reset after every step.
-    Returns the final latents (B, C, T', H', W') in fp32.
+    at ``clean`` (B, C, T', H', W'); hold: how (``"timestep"``: fed at timestep 0 and reset after every step;
+    ``"replace"``: replaced by ``clean`` noised to each step's level; see the module docstring). Either way
+    the known frames of the result are exactly ``clean``'s. Returns the final latents (B, C, T', H', W') in fp32.
     """
     if (known is None) != (clean is None):
         raise ValueError("known frames need both `known` and `clean`")
-    batch = noise.shape[0]
+    if hold not in HOLD_METHODS:
+        raise InputError(f"unknown frame-conditioning method {hold!r}: choose one of {', '.join(HOLD_METHODS)}")
     scheduler.set_timesteps(num_steps, device=noise.device)
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(0)
     step_kwargs = _step_kwargs(scheduler, generator)
-    x = noise.float() if known is None else hold_known(noise.float(), clean, known)
+    x = noise.float() if known is None or hold == "replace" else hold_known(noise.float(), clean, known)
     for i, t in enumerate(tqdm(scheduler.timesteps, desc="denoising", unit="step", disable=not progress)):
-        t_batch = t.expand(batch) if known is None else frame_timesteps(t.expand(batch), known, batch)
-        v = velocity_fn(x, t_batch).float()  # (B, C, T', H', W')
-        x = scheduler.step(v, t, x, return_dict=False, **step_kwargs)[0]
-        if known is not None:
+        x_in, t_in = _model_input(x, t, scheduler, i, noise, known, clean, hold)
+        v = velocity_fn(x_in, t_in).float()  # (B, C, T', H', W')
+        x = scheduler.step(v, t, x_in, return_dict=False, **step_kwargs)[0]
+        if known is not None and hold == "timestep":
             x = hold_known(x, clean, known)
         if callback is not None:
             callback(i, t, x)
-    return x
+    return x if known is None else hold_known(x, clean, known)
