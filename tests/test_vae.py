@@ -1,5 +1,6 @@
 """The causal video VAE against diffusers' AutoencoderKLWan, and its own contracts (tiny random models)."""
 
+import copy
 import json
 
 import pytest
@@ -314,6 +315,23 @@ def test_normalize_denormalize(models):
     std = torch.tensor(TINY["latents_std"]).view(1, -1, 1, 1, 1)
     assert torch.allclose(ours.normalize(z), (z - mean) / std)
     assert torch.allclose(ours.denormalize(ours.normalize(z)), z, atol=1e-6)
+
+
+def test_unclamped_decode_keeps_gradients_outside_the_range(models):
+    ours = copy.deepcopy(models[1])
+    with torch.no_grad():
+        ours.decoder.conv_out.bias[0] += 1.5  # push part of the red channel past 1
+    z = latents(2).requires_grad_()
+    raw = ours.decode(z, clamp=False)
+    assert torch.equal(raw.clamp(-1, 1), ours.decode(z))
+    outside = raw.detach().abs() > 1
+    assert outside.any() and not outside.all()
+    # a loss pulling every pixel towards 0: the clamped decode gives those pixels no gradient, the raw one does
+    (grad_raw,) = torch.autograd.grad(raw[outside].abs().sum(), z)
+    assert grad_raw.abs().sum() > 0
+    clamped = ours.decode(z)
+    (grad_clamped,) = torch.autograd.grad(clamped[outside].abs().sum(), z, allow_unused=True)
+    assert grad_clamped is None or grad_clamped.abs().sum() == 0
 
 
 def test_compression_properties(models):

@@ -228,15 +228,21 @@ class CausalVideoVAE(ModelMixin, ConfigMixin):
 
     # ------------------------------------------------------------------------------------------- decode
 
-    def decode(self, latents: torch.Tensor, *, streaming: bool = False, tiled: bool | None = None) -> torch.Tensor:
+    def decode(
+        self, latents: torch.Tensor, *, streaming: bool = False, tiled: bool | None = None, clamp: bool = True
+    ) -> torch.Tensor:
         """Latents (B, z_dim, T', H', W') -> pixels (B, 3, 1 + 4 (T' - 1), 8 H', 8 W') in [-1, 1].
 
-        streaming: one latent frame at a time with a stream cache (no autograd); tiled: as in `encode`.
+        streaming: one latent frame at a time with a stream cache (no autograd); tiled: as in `encode`;
+        clamp=False returns the decoder's raw output, which training needs: clamping zeroes the gradient of
+        every pixel pushed past the range, and a pixel stuck at the wrong extreme (black where the target is
+        white, both range ends in the shapes world) would never recover.
         """
         latents = self._check_latents(latents)
         if streaming:
             return torch.cat(list(self.decode_frames(latents, tiled=tiled)), dim=2)
-        return self._decode_chunk(self.post_quant_conv(latents), None, tiled).clamp(-1.0, 1.0)
+        out = self._decode_chunk(self.post_quant_conv(latents), None, tiled)
+        return out.clamp(-1.0, 1.0) if clamp else out
 
     @torch.no_grad()
     def decode_frames(

@@ -162,7 +162,7 @@ class Autoencoder(torch.nn.Module):
         posterior = self.vae.encode(video)
         noise = torch.randn(posterior.mean.shape, generator=generator).to(posterior.mean)
         z = posterior.mean + posterior.std * noise  # reparameterisation (Kingma & Welling 2014)
-        return self.vae.decode(z), posterior.mean, posterior.std
+        return self.vae.decode(z, clamp=False), posterior.mean, posterior.std  # unclamped: see decode()
 
 
 # ------------------------------------------------------------------------------------------- exporting
