@@ -136,7 +136,7 @@ def add_generate(subparsers):
         "Settings not given come from the model folder.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_examples(
-            'videogen generate "a red circle moving left on a black background" --model ./demo -o circle.mp4',
+            'videogen generate "a red circle moving left on a black background" -o circle.mp4   # the demo model',
             'videogen generate "a cat surfing" --model ~/models/Wan2.1-T2V-1.3B-Diffusers --dtype bfloat16 '
             "--frames 81 --height 480 --width 832 --seed 7 -o cat.mp4",
         ),
@@ -144,7 +144,8 @@ def add_generate(subparsers):
     p.add_argument("prompt", help="what the video shows")
     p.add_argument("-o", "--output", help="output video (.mp4); default ./videogen-<prompt>-<n>.mp4, never overwritten")
     p.add_argument("--model", help="model folder: model_index.json with transformer/, vae/, text_encoder/, "
-                   "tokenizer/, scheduler/ (a Wan2.1-T2V diffusers checkpoint or one saved by videogen)")
+                   "tokenizer/, scheduler/ (a Wan2.1-T2V diffusers checkpoint or one saved by videogen); "
+                   "default: the bundled demo model")
     p.add_argument("--frames", type=int, help="number of frames, 4k+1 (Wan2.1: 81)")
     p.add_argument("--height", type=int, help="height in pixels, a multiple of 16 (Wan2.1: 480)")
     p.add_argument("--width", type=int, help="width in pixels, a multiple of 16 (Wan2.1: 832)")
@@ -195,13 +196,13 @@ def _device(name: str | None):
 def run_generate(args) -> int:
     import torch
 
+    from videogen.bundled import default_model_path
     from videogen.errors import InputError
     from videogen.pipeline import VideoPipeline, check_num_frames, check_output, check_size
     from videogen.train.lora import apply_lora, parse_lora_arg
 
     start = time.perf_counter()
-    if args.model is None:
-        raise InputError("no model given: pass --model FOLDER (a Wan2.1-T2V diffusers folder or a videogen model)")
+    model = args.model if args.model is not None else default_model_path()
     # 1. refuse bad values before the (slow) model load
     if args.frames is not None:
         check_num_frames(args.frames)
@@ -216,7 +217,7 @@ def run_generate(args) -> int:
     device = _device(args.device)
     # 2. load and generate
     pipe = VideoPipeline.from_pretrained(
-        args.model, device=device, dtype=getattr(torch, DTYPES[args.dtype]), offload=args.offload
+        model, device=device, dtype=getattr(torch, DTYPES[args.dtype]), offload=args.offload
     )
     for lora, scale in loras:
         apply_lora(pipe, lora, scale)
@@ -248,7 +249,8 @@ def add_reconstruct(subparsers):
     )
     p.add_argument("input", metavar="IN", help="video file to reconstruct")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="where to write the reconstruction")
-    p.add_argument("--model", metavar="DIR", help="model folder with vae/, or a VAE folder (diffusers layout)")
+    p.add_argument("--model", metavar="DIR", help="model folder with vae/, or a VAE folder (diffusers layout); "
+                   "default: the bundled demo model")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument("--tiled", action=argparse.BooleanOptionalAction, default=None,
                    help="force spatial tiling on or off (default: on for frames above 1280x720 pixels)")
@@ -256,13 +258,12 @@ def add_reconstruct(subparsers):
 
 
 def run_reconstruct(args) -> int:
-    from videogen.errors import InputError
+    from videogen.bundled import default_model_path
     from videogen.reconstruct import reconstruct
 
-    if args.model is None:
-        raise InputError("no model: pass --model DIR (a model folder with vae/, or a VAE folder)")
+    model = args.model if args.model is not None else default_model_path()
     start = time.perf_counter()
-    result = reconstruct(args.input, args.output, model=args.model, overwrite=args.overwrite, tiled=args.tiled)
+    result = reconstruct(args.input, args.output, model=model, overwrite=args.overwrite, tiled=args.tiled)
     for notice in result.notices:
         print(f"note: {notice}")
     print(f"PSNR {result.psnr:.2f} dB, SSIM {result.ssim:.4f} over {result.frames} frames")

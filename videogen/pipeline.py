@@ -66,6 +66,7 @@ class GenerationDefaults:
     shift: float | None = None  # timestep shift; None: the scheduler config's (Wan2.1: 3.0 at 480p)
     sampler: str | None = None  # unipc, euler or dpm++; None: the scheduler the folder ships
     negative_prompt: str = ""  # what guidance steers away from
+    frame_conditioning: bool = False  # trained with known frames at timestep 0 ("timestep"); else "replace"
 
     @classmethod
     def from_dict(cls, values: dict, source: Path) -> "GenerationDefaults":
