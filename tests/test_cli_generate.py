@@ -105,11 +105,13 @@ def test_bad_values_are_one_line_errors(tiny_wan_folder, tmp_path, capsys, monke
     assert list(outputs.iterdir()) == []  # nothing written, no temporary file left
 
 
-def test_without_model_says_to_pass_one(capsys):
+def test_without_model_and_no_bundled_model_says_to_pass_one(tmp_path, monkeypatch, capsys):
+    import videogen.bundled
+
+    monkeypatch.setattr(videogen.bundled, "_package_folder", lambda: tmp_path / "videogen")  # no demo model
     assert main(["generate", PROMPT]) == 2
-    assert capsys.readouterr().err == (
-        "error: no model given: pass --model FOLDER (a Wan2.1-T2V diffusers folder or a videogen model)\n"
-    )
+    err = capsys.readouterr().err
+    assert err.startswith("error: no bundled demo model") and "pass --model FOLDER" in err and err.count("\n") == 1
 
 
 def test_as_a_process_no_traceback(tmp_path):

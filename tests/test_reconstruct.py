@@ -97,10 +97,13 @@ def test_cli_reconstruct_refuses_to_overwrite(vae_folder, clip_path, tmp_path, c
     [
         (["missing.mp4", "--model", "nowhere"], "missing.mp4: no such file"),
         (["CLIP", "--model", "nowhere"], "nowhere: not a VAE folder"),
-        (["CLIP"], "no model: pass --model DIR"),
+        (["CLIP"], "no bundled demo model"),
     ],
 )
-def test_cli_reconstruct_bad_input_is_one_line(clip_path, tmp_path, capsys, args, message):
+def test_cli_reconstruct_bad_input_is_one_line(clip_path, tmp_path, capsys, args, message, monkeypatch):
+    import videogen.bundled
+
+    monkeypatch.setattr(videogen.bundled, "_package_folder", lambda: tmp_path / "pkg" / "videogen")  # no demo model
     args = [str(clip_path) if a == "CLIP" else a for a in args]
     code = main(["reconstruct", *args, "-o", str(tmp_path / "o.mp4")])
     err = capsys.readouterr().err

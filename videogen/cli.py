@@ -136,7 +136,7 @@ def add_generate(subparsers):
         "Settings not given come from the model folder.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_examples(
-            'videogen generate "a red circle moving left on a black background" --model ./demo -o circle.mp4',
+            'videogen generate "a red circle moving left on a black background" -o circle.mp4   # the demo model',
             'videogen generate "a cat surfing" --model ~/models/Wan2.1-T2V-1.3B-Diffusers --dtype bfloat16 '
             "--frames 81 --height 480 --width 832 --seed 7 -o cat.mp4",
         ),
@@ -152,7 +152,8 @@ def add_generate(subparsers):
 def add_model_options(p) -> None:
     """The options that say which model folder runs where: shared by every command that samples."""
     p.add_argument("--model", help="model folder: model_index.json with transformer/, vae/, text_encoder/, "
-                   "tokenizer/, scheduler/ (a Wan2.1-T2V diffusers checkpoint or one saved by videogen)")
+                   "tokenizer/, scheduler/ (a Wan2.1-T2V diffusers checkpoint or one saved by videogen); "
+                   "default: the bundled demo model")
     p.add_argument("--device", help="cuda, cuda:1, cpu... (default: cuda if available)")
     p.add_argument("--dtype", choices=list(DTYPES), default="float32",
                    help="transformer and text encoder precision (the VAE stays float32); bfloat16 on GPUs")
@@ -178,12 +179,13 @@ def add_sampling_options(p, *, fps_help: str = "frame rate of the file (Wan2.1: 
 
 
 def check_sampling_args(args) -> None:
-    """Refuse bad sizes and a missing model before the (slow) model load."""
+    """Refuse bad sizes and a missing model before the (slow) model load; no --model means the bundled one."""
+    from videogen.bundled import default_model_path
     from videogen.errors import InputError
     from videogen.pipeline import check_size
 
     if args.model is None:
-        raise InputError("no model given: pass --model FOLDER (a Wan2.1-T2V diffusers folder or a videogen model)")
+        args.model = default_model_path()
     for name in ("height", "width"):
         if getattr(args, name) is not None:
             check_size(name, getattr(args, name))
@@ -385,7 +387,8 @@ def add_reconstruct(subparsers):
     )
     p.add_argument("input", metavar="IN", help="video file to reconstruct")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="where to write the reconstruction")
-    p.add_argument("--model", metavar="DIR", help="model folder with vae/, or a VAE folder (diffusers layout)")
+    p.add_argument("--model", metavar="DIR", help="model folder with vae/, or a VAE folder (diffusers layout); "
+                   "default: the bundled demo model")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument("--tiled", action=argparse.BooleanOptionalAction, default=None,
                    help="force spatial tiling on or off (default: on for frames above 1280x720 pixels)")
@@ -393,13 +396,12 @@ def add_reconstruct(subparsers):
 
 
 def run_reconstruct(args) -> int:
-    from videogen.errors import InputError
+    from videogen.bundled import default_model_path
     from videogen.reconstruct import reconstruct
 
-    if args.model is None:
-        raise InputError("no model: pass --model DIR (a model folder with vae/, or a VAE folder)")
+    model = args.model if args.model is not None else default_model_path()
     start = time.perf_counter()
-    result = reconstruct(args.input, args.output, model=args.model, overwrite=args.overwrite, tiled=args.tiled)
+    result = reconstruct(args.input, args.output, model=model, overwrite=args.overwrite, tiled=args.tiled)
     for notice in result.notices:
         print(f"note: {notice}")
     print(f"PSNR {result.psnr:.2f} dB, SSIM {result.ssim:.4f} over {result.frames} frames")

@@ -343,7 +343,7 @@ class VideoPipeline:
             config_path = folder / name / "config.json"
             config_path.write_text(json.dumps({**_read_json(config_path), "_class_name": class_name}, indent=2))
         self.text_encoder.encoder.save_pretrained(folder / "text_encoder")
-        self.text_encoder.tokenizer.save_pretrained(folder / "tokenizer")
+        self.text_encoder.save_tokenizer(folder / "tokenizer")  # with its text length
         scheduler = make_scheduler(self.scheduler_config)
         scheduler.save_pretrained(folder / "scheduler")
         index = {

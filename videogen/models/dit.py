@@ -18,6 +18,7 @@ Config keys and state-dict names are those of diffusers' ``WanTransformer3DModel
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Sequence
 
@@ -310,6 +311,21 @@ class VideoDiT(ModelMixin, ConfigMixin):
     # Loaded in fp32 even when from_pretrained(torch_dtype=bf16) (diffusers keeps the same modules).
     _keep_in_fp32_modules = ["rope", "time_embedder", "scale_shift_table", "norm1", "norm2", "norm3"]
     _skip_layerwise_casting_patterns = ["patch_embedding", "condition_embedder", "norm"]
+
+    @classmethod
+    def extract_init_dict(cls, config_dict, **kwargs):
+        """diffusers' config parsing, minus its look-up of the ``_class_name`` a folder names.
+
+        Wan folders (and ours, for diffusers' sake) name ``WanTransformer3DModel``; diffusers resolves that
+        class only to drop its config keys this class lacks, and resolving it imports every diffusers
+        transformer model: ~2 s of ``videogen generate``'s wall time on a CPU. Our keys are that class's
+        (see __init__), so the same keys are dropped here without the import.
+        """
+        if config_dict.get("_class_name") == "WanTransformer3DModel":
+            known = set(inspect.signature(cls.__init__).parameters) - {"self"}
+            config_dict = {k: v for k, v in config_dict.items() if k.startswith("_") or k in known}
+            config_dict["_class_name"] = cls.__name__
+        return super().extract_init_dict(config_dict, **kwargs)
 
     @register_to_config
     def __init__(

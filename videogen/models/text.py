@@ -111,12 +111,29 @@ class TextEncoder:
         *,
         device: torch.device | str = "cpu",
         dtype: torch.dtype | None = None,
-        max_sequence_length: int = MAX_SEQUENCE_LENGTH,
+        max_sequence_length: int | None = None,
     ) -> "TextEncoder":
-        """Load ``tokenizer/`` and ``text_encoder/`` folders (diffusers layout); errors are `ModelError`."""
+        """Load ``tokenizer/`` and ``text_encoder/`` folders (diffusers layout); errors are `ModelError`.
+
+        max_sequence_length: None takes the tokenizer's ``model_max_length`` when it is at most 512 (a
+        model trained on shorter padded captions, such as the demo, records its length there: the DiT
+        attends to the zero padding too, so inference must pad as training did), else Wan's 512.
+        """
         tokenizer = _load_tokenizer(Path(tokenizer_folder))
         encoder = _load_encoder(Path(encoder_folder), dtype).to(device)
+        if max_sequence_length is None:
+            max_sequence_length = min(MAX_SEQUENCE_LENGTH, int(tokenizer.model_max_length))
         return cls(tokenizer, encoder, max_sequence_length=max_sequence_length, device=device)
+
+    def save_tokenizer(self, folder: str | Path) -> Path:
+        """Write ``tokenizer/`` with ``model_max_length`` = this encoder's text length (see `from_pretrained`)."""
+        saved = self.tokenizer.model_max_length
+        self.tokenizer.model_max_length = self.max_sequence_length
+        try:
+            self.tokenizer.save_pretrained(folder)
+        finally:
+            self.tokenizer.model_max_length = saved
+        return Path(folder)
 
     @property
     def dim(self) -> int:

@@ -1,0 +1,276 @@
+"""Prompt adherence of a shapes-world model, measured by pixel analysis of the MP4s it writes (issue 7).
+
+For a fixed set of captions (seen pairs and the three held-out (colour, shape) pairs) with fixed seeds,
+the model generates clips through the path a user takes -- the first ``--timed`` of them by running
+``python -m videogen generate`` in a subprocess (timed: what a user waits, interpreter and imports
+included), the rest by `VideoPipeline.generate` in this process (the library call that command makes,
+writing MP4s the same way) -- then every clip is read back from its MP4 with `videogen.io.read_video`
+and `videogen.eval.shapes.analyze` decides its colour, shape, direction and background.
+
+Reported, overall and on seen / held-out pairs: each attribute's accuracy and the share of clips with
+all four right. Also the VAE's reconstruction PSNR on rendered held-out clips, two ways: the VAE alone
+(render -> encode -> decode, against the exact render) and through the MP4 path (the render written as
+H.264, then `videogen reconstruct`'s library call, against the decoded input). Targets (issue 7): 90% all
+right overall, 80% on held-out pairs, PSNR >= 30 dB, <= 10 s per clip from the CLI.
+
+Writes ``OUT/report.md`` (a table to paste into docs/benchmarks.md), ``OUT/report.json`` and the clips.
+
+Usage (from the repository root)::
+
+    python tools/eval_shapes.py --out runs/eval-shapes               # the bundled model, 72 captions
+    python tools/eval_shapes.py --model DIR --out /tmp/e --quick     # 6 captions, 2 PSNR clips
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from videogen.data.shapes import BACKGROUNDS, DIRECTIONS, HELDOUT_PAIRS, pairs  # noqa: E402
+from videogen.errors import VideogenError  # noqa: E402
+from videogen.eval.shapes import ATTRIBUTES, analyze, parse_caption, score, summarize  # noqa: E402
+
+TARGETS = {"all_correct": 0.90, "all_correct_heldout": 0.80, "vae_psnr_db": 30.0, "cli_seconds_per_clip": 10.0}
+QUICK_SEEN = [("red", "circle"), ("green", "square"), ("blue", "triangle")]
+
+
+@dataclass
+class Clip:
+    """One evaluated generation."""
+
+    caption: str
+    seed: int
+    heldout: bool
+    path: str  # the MP4 it was read back from
+    via: str  # "cli" (timed subprocess) or "pipeline" (in-process library call)
+    seconds: float  # wall time of its generation
+    predicted: dict  # analyze's labels and confidences
+    correct: dict  # score: per attribute and all_correct
+
+
+# ----------------------------------------------------------------------------------------- the prompts
+
+
+def captions(quick: bool) -> list[str]:
+    """The evaluated captions in a fixed order: every (colour, shape) pair with each direction once and the
+    backgrounds in turn (72), or --quick: three seen pairs and the three held-out pairs (6)."""
+    directions, backgrounds = list(DIRECTIONS), list(BACKGROUNDS)
+    chosen = QUICK_SEEN + sorted(HELDOUT_PAIRS) if quick else pairs("all")
+    out = []
+    for i, (color, shape) in enumerate(chosen):
+        moves = [directions[i % 4]] if quick else directions
+        for j, direction in enumerate(moves):
+            background = backgrounds[(i + j) % len(backgrounds)]
+            out.append(f"a {color} {shape} moving {direction} on a {background} background")
+    return out
+
+
+def model_defaults(model: Path) -> dict:
+    """The generation settings the folder ships (videogen.json), as `videogen generate` will use them."""
+    from videogen.errors import ModelError
+    from videogen.pipeline import read_defaults
+
+    try:
+        index = json.loads((model / "model_index.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{model}: not a model folder ({e})") from None
+    return asdict(read_defaults(model, index))
+
+
+def is_heldout(caption: str) -> bool:
+    a = parse_caption(caption)
+    return (a.color, a.shape) in HELDOUT_PAIRS
+
+
+# ---------------------------------------------------------------------------------------- generating
+
+
+def generate_cli(model: Path, caption: str, seed: int, path: Path) -> float:
+    """``python -m videogen generate`` in a fresh interpreter; its wall time in seconds."""
+    command = [sys.executable, "-m", "videogen", "generate", caption, "--model", str(model), "--seed", str(seed),
+               "-o", str(path), "--overwrite"]
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"videogen generate failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    return seconds
+
+
+def generate_all(model: Path, prompts: list[str], out: Path, *, timed: int, seed: int) -> list[tuple[str, int, Path, str, float]]:
+    """Generate every prompt into ``out/clips``: the first ``timed`` through the CLI, the rest in process."""
+    from videogen.pipeline import VideoPipeline
+
+    folder = out / "clips"
+    folder.mkdir(parents=True, exist_ok=True)
+    done, pipe = [], None
+    for k, caption in enumerate(prompts):
+        path, clip_seed = folder / f"{k:03d}.mp4", seed + k
+        if k < timed:
+            seconds, via = generate_cli(model, caption, clip_seed, path), "cli"
+        else:
+            pipe = pipe or VideoPipeline.from_pretrained(model, device="cpu")
+            start = time.perf_counter()
+            pipe.generate(caption, seed=clip_seed, output=path, overwrite=True, progress=False)
+            seconds, via = time.perf_counter() - start, "pipeline"
+        print(f"[{k + 1}/{len(prompts)}] {via} {seconds:.1f} s: {caption}", flush=True)
+        done.append((caption, clip_seed, path, via, seconds))
+    return done
+
+
+def judge(caption: str, seed: int, path: Path, via: str, seconds: float) -> Clip:
+    """Read the clip back from its MP4 and score it against its caption."""
+    from videogen.io import read_video
+
+    analysis = analyze(read_video(path).frames)
+    predicted = {name: getattr(analysis, name) for name in ATTRIBUTES}
+    predicted["confidence"] = analysis.confidence
+    return Clip(caption, seed, is_heldout(caption), str(path), via, seconds, predicted, score(analysis, caption))
+
+
+# ------------------------------------------------------------------------------------------------ VAE
+
+
+def vae_psnr(model: Path, out: Path, *, clips: int, seed: int, num_frames: int, size: int) -> dict:
+    """PSNR of VAE round trips of rendered held-out clips: the VAE alone, and through MP4 files."""
+    import torch
+
+    from videogen.data.shapes import render, sample_spec
+    from videogen.io import write_video
+    from videogen.models.vae import CausalVideoVAE
+    from videogen.reconstruct import reconstruct
+
+    vae = CausalVideoVAE.from_folder(model).eval()
+    rng = np.random.default_rng(seed)
+    folder = out / "vae"
+    folder.mkdir(parents=True, exist_ok=True)
+    direct, through_mp4 = [], []
+    for k in range(clips):
+        frames = render(sample_spec(rng, "heldout"), size=size, num_frames=num_frames)  # (T, H, W, 3)
+        video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1  # (1, 3, T, H, W)
+        with torch.no_grad():
+            recon = vae.decode(vae.encode(video).mode())  # (1, 3, T, H, W)
+        decoded = ((recon[0].clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 3, 0).to(torch.uint8).numpy()
+        direct.append(psnr(frames, decoded))
+        source = write_video(folder / f"{k:02d}-input.mp4", frames, 8.0, overwrite=True)
+        result = reconstruct(source, folder / f"{k:02d}-vae.mp4", model=model, overwrite=True, progress=False)
+        through_mp4.append(result.psnr)
+    return {"clips": clips, "psnr_db": float(np.mean(direct)), "psnr_mp4_db": float(np.mean(through_mp4)),
+            "psnr_db_min": float(np.min(direct))}
+
+
+def psnr(reference: np.ndarray, test: np.ndarray) -> float:
+    """PSNR in dB of uint8 arrays over all pixels and channels."""
+    mse = float(np.mean((reference.astype(np.float64) - test.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+# -------------------------------------------------------------------------------------------- reports
+
+
+def report(clips: list[Clip], vae: dict, model: Path, defaults: dict) -> dict:
+    groups = {"all": clips, "seen": [c for c in clips if not c.heldout], "heldout": [c for c in clips if c.heldout]}
+    accuracy = {name: summarize([c.correct for c in group]) for name, group in groups.items() if group}
+    cli = [c.seconds for c in clips if c.via == "cli"]
+    lib = [c.seconds for c in clips if c.via == "pipeline"]
+    timing = {"cli_seconds_per_clip": statistics.median(cli) if cli else None, "cli_clips": len(cli),
+              "pipeline_seconds_per_clip": statistics.median(lib) if lib else None, "pipeline_clips": len(lib)}
+    measured = {"all_correct": accuracy["all"]["all_correct"],
+                "all_correct_heldout": accuracy.get("heldout", {}).get("all_correct"),
+                "vae_psnr_db": vae["psnr_db"], "cli_seconds_per_clip": timing["cli_seconds_per_clip"]}
+    met = {k: None if v is None else (v <= TARGETS[k] if k.endswith("per_clip") else v >= TARGETS[k])
+           for k, v in measured.items()}
+    return {"model": str(model), "defaults": defaults, "machine": machine(), "clips": len(clips),
+            "accuracy": accuracy, "vae": vae, "timing": timing, "targets": TARGETS, "measured": measured,
+            "targets_met": met, "per_clip": [asdict(c) for c in clips]}
+
+
+def machine() -> str:
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores visible, shared"
+
+
+def markdown(r: dict) -> str:
+    d = r["defaults"]
+    lines = [
+        f"Model `{r['model']}`; {r['clips']} clips of {d['num_frames']} frames, {d['width']}x{d['height']}, "
+        f"{d['num_steps']} steps, guidance {d['guidance_scale']}; machine: {r['machine']}.",
+        "",
+        "| clips | n | " + " | ".join(ATTRIBUTES) + " | all right |",
+        "|---|---:|" + "---:|" * (len(ATTRIBUTES) + 1),
+    ]
+    for group, acc in r["accuracy"].items():
+        n = sum(1 for c in r["per_clip"] if group == "all" or c["heldout"] == (group == "heldout"))
+        cells = " | ".join(f"{100 * acc[a]:.0f}%" for a in (*ATTRIBUTES, "all_correct"))
+        lines.append(f"| {group} | {n} | {cells} |")
+    v, t = r["vae"], r["timing"]
+    lines += [
+        "",
+        f"VAE reconstruction PSNR on {v['clips']} rendered held-out clips: {v['psnr_db']:.2f} dB "
+        f"(min {v['psnr_db_min']:.2f}); through MP4 files (`videogen reconstruct`): {v['psnr_mp4_db']:.2f} dB.",
+        f"Wall time per clip: `videogen generate` (subprocess, imports and load included) "
+        f"{_seconds(t['cli_seconds_per_clip'])} (median of {t['cli_clips']}); in-process "
+        f"`VideoPipeline.generate` {_seconds(t['pipeline_seconds_per_clip'])} (median of {t['pipeline_clips']}).",
+        "",
+        "Targets: " + ", ".join(f"{k} {'met' if ok else 'not met' if ok is not None else 'n/a'}"
+                               for k, ok in r["targets_met"].items()) + ".",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
+
+
+# ----------------------------------------------------------------------------------------------- main
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", type=Path, help="model folder (default: the bundled demo model)")
+    p.add_argument("--out", type=Path, default=Path("runs/eval-shapes"), help="folder for clips and reports")
+    p.add_argument("--quick", action="store_true", help="6 captions and 2 PSNR clips instead of 72 and 8")
+    p.add_argument("--timed", type=int, default=3, help="clips generated (and timed) through the CLI subprocess")
+    p.add_argument("--seed", type=int, default=1000, help="seed of the first clip (clip k uses seed + k)")
+    p.add_argument("--psnr-clips", type=int, help="rendered held-out clips for the VAE PSNR (default 8, quick 2)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        from videogen.bundled import default_model_path
+
+        model = (args.model or default_model_path()).resolve()
+        defaults = model_defaults(model)
+        args.out.mkdir(parents=True, exist_ok=True)
+        generated = generate_all(model, captions(args.quick), args.out, timed=args.timed, seed=args.seed)
+        clips = [judge(*g) for g in generated]
+        psnr_clips = args.psnr_clips or (2 if args.quick else 8)
+        vae = vae_psnr(model, args.out, clips=psnr_clips, seed=args.seed, num_frames=defaults["num_frames"],
+                       size=defaults["height"])
+    except VideogenError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    result = report(clips, vae, model, defaults)
+    (args.out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "report.md").write_text(markdown(result))
+    print(markdown(result))
+    print(f"wrote {args.out / 'report.md'} and {args.out / 'report.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

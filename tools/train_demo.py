@@ -1,0 +1,322 @@
+"""Train the bundled demo model from nothing, in one command, and assemble the shipped folder (issue 7).
+
+Stages, each a `videogen.train` run with a fixed seed into its own run folder under ``--runs``:
+
+1. ``demo-vae``: the causal video VAE (configs/demo-vae.yaml), from scratch on the shapes world;
+2. ``demo-dit``: the DiT and its byte-level T5 (configs/demo-dit.yaml), from scratch, on stage 1's VAE
+   (``model.vae`` points at ``RUNS/demo-vae/model``; the latent cache goes to ``RUNS/cache``);
+3. assembly: stage 2's model folder (EMA weights, diffusers layout, safetensors) is copied into
+   ``--assets`` (``assets/demo-model``) with a ``videogen.json`` of demo defaults (frames, size, fps,
+   steps, guidance, sampler, shift, frame conditioning), stored in float16 when float32 would exceed
+   ``--max-mb``, and with the record of the training in ``TRAINING.md`` and ``training.json``.
+
+A stage whose run folder has a checkpoint resumes from it (the trainer's ``--resume``), and a stage that
+already reached its ``train.max_steps`` with its model exported is skipped, so the training may span
+sessions: run the same command again after an interruption. Wall time is accumulated per stage over all
+invocations in ``RUNS/train_demo.json``.
+
+Usage (from the repository root)::
+
+    python tools/train_demo.py                                   # the real recipe, ~3 h on a 2-core CPU
+    python tools/train_demo.py --runs /tmp/r --assets /tmp/m --set train.max_steps=2 \\
+        --set data.shapes_samples=4 ...                         # a smoke run (tests/test_demo.py)
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from videogen.errors import InputError, ResourceError, VideogenError  # noqa: E402
+
+STAGES = ("vae", "dit")
+RECORD_FILE = "train_demo.json"
+WEIGHT_SUFFIX = ".safetensors"
+
+
+@dataclass
+class StageRecord:
+    """What one stage took and reached, summed over every invocation that worked on it."""
+
+    config: str  # the YAML file the stage ran
+    overrides: list[str]  # --set values applied to it
+    run: str  # its run folder
+    seconds: float = 0.0  # wall time over all invocations
+    invocations: int = 0  # how many times this tool trained it (1 + resumes)
+    steps: int = 0  # optimizer steps reached
+    final_loss: float | None = None  # the last logged loss
+    final_loss_mean: float | None = None  # mean logged loss over the last 10% of logged steps
+    final_terms: dict[str, float] = field(default_factory=dict)  # other logged loss terms, same window
+    samples_per_second: float | None = None  # of the last invocation
+
+
+# -------------------------------------------------------------------------------------------- records
+
+
+def read_record(runs: Path) -> dict[str, StageRecord]:
+    path = runs / RECORD_FILE
+    if not path.is_file():
+        return {}
+    return {name: StageRecord(**values) for name, values in json.loads(path.read_text()).items()}
+
+
+def write_record(runs: Path, record: dict[str, StageRecord]) -> None:
+    from videogen.train.state import write_atomic
+
+    text = json.dumps({name: asdict(r) for name, r in record.items()}, indent=2)
+    write_atomic(runs / RECORD_FILE, lambda tmp: Path(tmp).write_text(text))
+
+
+def final_losses(log_csv: Path) -> tuple[float | None, float | None, dict[str, float]]:
+    """Last logged loss, its mean over the last 10% of logged rows, and that mean of the other loss terms."""
+    if not log_csv.is_file():
+        return None, None, {}
+    with open(log_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return None, None, {}
+    tail = rows[-max(1, len(rows) // 10):]
+    skip = {"step", "lr", "grad_norm", "samples_per_s", "samples"}
+    terms = {}
+    for key in rows[0]:
+        values = [float(r[key]) for r in tail if key not in skip and r.get(key) not in (None, "")]
+        if values:
+            terms[key] = sum(values) / len(values)
+    return float(rows[-1]["loss"]), terms.pop("loss", None), terms
+
+
+# --------------------------------------------------------------------------------------------- stages
+
+
+def stage_config(config: Path, overrides: list[str]):
+    from videogen.train.config import load_train_config
+
+    cfg = load_train_config(config, overrides)
+    cfg.data.kind = "shapes"  # the demo trains on the shapes world only
+    return cfg
+
+
+def stage_done(run: Path, max_steps: int) -> bool:
+    """The run reached ``max_steps`` and exported its model folder."""
+    from videogen.train import state
+
+    latest = state.latest(run)
+    if latest is None or not (run / "model").is_dir():
+        return False
+    return json.loads((latest / "state.json").read_text())["step"] >= max_steps
+
+
+def prepare_run(run: Path) -> bool:
+    """Whether to resume ``run``; a run folder stopped before its first checkpoint is started afresh."""
+    from videogen.train import state
+
+    if state.latest(run) is not None:
+        return True
+    if run.is_dir() and any(run.iterdir()):
+        if not (run / "config.yaml").is_file():
+            raise InputError(f"{run}: exists, is not empty and is not a run folder; move it away or pick --runs")
+        print(f"note: {run} has no checkpoint yet (stopped early): starting it again", flush=True)
+        shutil.rmtree(run)
+    return False
+
+
+def run_stage(name: str, config: Path, overrides: list[str], runs: Path, record: dict[str, StageRecord]):
+    """Train one stage to its max_steps (resuming or skipping as its run folder says); returns its config."""
+    from videogen.train.trainer import train
+
+    run = runs / f"demo-{name}"
+    cfg = stage_config(config, overrides)
+    rec = record.get(name) or StageRecord(config=str(config), overrides=overrides, run=str(run))
+    rec.config, rec.overrides = str(config), overrides
+    record[name] = rec
+    if stage_done(run, cfg.train.max_steps):
+        print(f"stage {name}: done already ({run}), skipped", flush=True)
+        return cfg
+    resume = prepare_run(run)
+    print(f"stage {name}: {'resuming' if resume else 'training'} {run} to step {cfg.train.max_steps}", flush=True)
+    start = time.perf_counter()
+    try:
+        rec.samples_per_second = train(cfg, run, resume=resume).samples_per_second
+    finally:  # an interrupted invocation's time and progress still count
+        rec.seconds += time.perf_counter() - start
+        rec.invocations += 1
+        _update_progress(rec, run)
+        write_record(runs, record)
+    return cfg
+
+
+def _update_progress(rec: StageRecord, run: Path) -> None:
+    from videogen.train import state
+
+    latest = state.latest(run)
+    if latest is not None:
+        rec.steps = json.loads((latest / "state.json").read_text())["step"]
+    rec.final_loss, rec.final_loss_mean, rec.final_terms = final_losses(run / "log.csv")
+
+
+# ------------------------------------------------------------------------------------------- assembly
+
+
+def demo_defaults(cfg) -> dict:
+    """videogen.json of the shipped model: the validation settings stage 2 was watched with."""
+    v, o = cfg.validation, cfg.objective
+    return {
+        "num_frames": v.frames,
+        "height": v.height,
+        "width": v.width,
+        "fps": cfg.data.fps or 8.0,
+        "num_steps": v.steps,
+        "guidance_scale": v.guidance,
+        "shift": v.shift,
+        "sampler": "unipc",
+        "negative_prompt": "",
+        # trained with known first / first-and-last latent frames, so extend and interpolate work by timestep
+        "frame_conditioning": o.p_first > 0 or o.p_first_last > 0,
+    }
+
+
+def weight_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob(f"*{WEIGHT_SUFFIX}"))
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def to_float16(folder: Path) -> None:
+    """Rewrite every safetensors file's float32 tensors as float16 (the pipeline loads them back as float32)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    for path in sorted(folder.rglob(f"*{WEIGHT_SUFFIX}")):
+        tensors = load_file(str(path))
+        half = {k: v.half() if v.dtype == torch.float32 else v for k, v in tensors.items()}
+        save_file(half, str(path), metadata={"format": "pt"})
+
+
+def assemble(source: Path, target: Path, defaults: dict, *, max_mb: float, overwrite: bool) -> dict:
+    """Copy the model folder ``source`` to ``target`` (whole or not at all) with demo defaults; returns facts."""
+    if target.exists() and not overwrite:
+        raise InputError(f"{target} already exists (pass --overwrite to replace it)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model = staging / "model"
+        shutil.copytree(source, model)
+        (model / "videogen.json").write_text(json.dumps(defaults, indent=2) + "\n")
+        float32_bytes = weight_bytes(model)
+        dtype = "float32"
+        if folder_bytes(model) > max_mb * 1e6:
+            to_float16(model)
+            dtype = "float16"
+        total = folder_bytes(model)
+        if total > max_mb * 1e6:
+            raise ResourceError(f"the model folder takes {total / 1e6:.1f} MB even in float16, over --max-mb {max_mb}")
+        if target.exists():
+            shutil.rmtree(target)
+        model.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {"weights_dtype": dtype, "float32_weight_mb": round(float32_bytes / 1e6, 2), "total_mb": round(total / 1e6, 2)}
+
+
+def machine() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (CUDA), {os.cpu_count()} CPU cores"
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores visible ({platform.processor() or 'unknown model'})"
+
+
+def write_training_record(target: Path, record: dict[str, StageRecord], facts: dict, argv: list[str]) -> None:
+    """TRAINING.md (for people) and training.json (for tools) inside the shipped folder."""
+    import torch
+
+    summary = {"command": " ".join(["python", "tools/train_demo.py", *argv]), "machine": machine(),
+               "torch": torch.__version__, "stages": {n: asdict(r) for n, r in record.items()}, **facts}
+    (target / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+    lines = [
+        "# How this model was trained",
+        "",
+        f"Command: `{summary['command']}` (resumed runs add invocations, not steps).",
+        f"Machine: {summary['machine']}; torch {summary['torch']}.",
+        f"Weights: {facts['weights_dtype']} safetensors, {facts['total_mb']} MB in all "
+        f"(float32 weights: {facts['float32_weight_mb']} MB).",
+        "",
+        "| stage | config | steps | wall time | invocations | final loss | mean loss, last 10% | other logged terms |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, r in record.items():
+        terms = ", ".join(f"{k} {v:.4g}" for k, v in sorted(r.final_terms.items())) or "-"
+        lines.append(f"| {name} | `{Path(r.config).name}` {' '.join(r.overrides)} | {r.steps} | "
+                     f"{r.seconds / 60:.1f} min | {r.invocations} | {_num(r.final_loss)} | "
+                     f"{_num(r.final_loss_mean)} | {terms} |")
+    (target / "TRAINING.md").write_text("\n".join(lines) + "\n")
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def parse_args(argv: list[str] | None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=Path, default=Path("runs"), help="where the stage run folders live (default runs/)")
+    p.add_argument("--assets", type=Path, default=ROOT / "assets" / "demo-model", help="the shipped model folder")
+    p.add_argument("--vae-config", type=Path, default=ROOT / "configs" / "demo-vae.yaml")
+    p.add_argument("--dit-config", type=Path, default=ROOT / "configs" / "demo-dit.yaml")
+    p.add_argument("--seed", type=int, default=0, help="seed of both stages (weights, data order, noise)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override in both stages")
+    p.add_argument("--set-vae", action="append", default=[], metavar="KEY=VALUE", help="override in stage 1")
+    p.add_argument("--set-dit", action="append", default=[], metavar="KEY=VALUE", help="override in stage 2")
+    p.add_argument("--max-mb", type=float, default=30.0, help="size limit of the shipped folder (MB)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --assets folder")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    start = time.perf_counter()
+    try:
+        if args.assets.exists() and not args.overwrite:  # refuse before hours of training, not after
+            raise InputError(f"{args.assets} already exists (pass --overwrite to replace it)")
+        runs = args.runs.resolve()
+        runs.mkdir(parents=True, exist_ok=True)
+        record = read_record(runs)
+        seed = [f"seed={args.seed}"]
+        run_stage("vae", args.vae_config, seed + args.set + args.set_vae, runs, record)
+        wiring = [f"model.vae={runs / 'demo-vae' / 'model'}", f"data.cache_dir={runs / 'cache'}"]
+        cfg = run_stage("dit", args.dit_config, seed + wiring + args.set + args.set_dit, runs, record)
+        facts = assemble(runs / "demo-dit" / "model", args.assets, demo_defaults(cfg), max_mb=args.max_mb,
+                         overwrite=args.overwrite)
+        write_training_record(args.assets, record, facts, argv)
+    except VideogenError as e:
+        from videogen.train.trainer import TrainingInterrupted
+
+        if isinstance(e, TrainingInterrupted):
+            print(f"interrupted: {e}; run this command again to continue", file=sys.stderr)
+            return 130
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.assets} ({facts['total_mb']} MB, {facts['weights_dtype']} weights) in "
+          f"{(time.perf_counter() - start) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
