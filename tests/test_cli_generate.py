@@ -53,7 +53,7 @@ def test_overwrite_is_explicit(tiny_wan_folder, tmp_path, capsys):
     out = tmp_path / "clip.mp4"
     out.write_bytes(b"precious")
     code, captured = _generate(capsys, tiny_wan_folder, "-o", str(out))
-    assert code == 2 and "already exists" in captured.err and out.read_bytes() == b"precious"
+    assert code == 2 and "file exists" in captured.err and out.read_bytes() == b"precious"
     code, _ = _generate(capsys, tiny_wan_folder, "-o", str(out), "--overwrite", "--sampler", "euler")
     assert code == 0 and out.read_bytes()[4:8] == b"ftyp"  # an MP4 now
 

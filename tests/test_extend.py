@@ -292,4 +292,4 @@ def test_cli_refuses_to_overwrite(tiny_wan_folder, tmp_path, capsys):
     target.write_bytes(b"precious")
     code, out = _cli(capsys, "extend", str(tmp_path / "in.mp4"), "-p", PROMPT, "-o", str(target),
                      "--model", str(tiny_wan_folder))
-    assert code == 2 and "already exists" in out.err and target.read_bytes() == b"precious"
+    assert code == 2 and "file exists" in out.err and target.read_bytes() == b"precious"

@@ -122,7 +122,7 @@ def test_output_file_streams_and_matches_memory(pipe, tmp_path):
     assert np.array_equal(read_video(path).frames, read_video(reference).frames)
     reference.unlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]  # no temporary file left
-    with pytest.raises(InputError, match="already exists"):
+    with pytest.raises(InputError, match="file exists"):
         pipe.generate(PROMPT, **SMALL, num_steps=1, output=path, progress=False)
 
 

@@ -21,7 +21,8 @@ def check_target(path: Path, overwrite: bool) -> None:
     if path.is_dir():
         raise InputError(f"{path}: is a directory")
     if path.exists() and not overwrite:
-        raise InputError(f"{path}: file exists; refusing to overwrite it")
+        raise InputError(f"{path}: file exists; refusing to overwrite it (pass --overwrite, or overwrite=True, "
+                         "to replace it)")
 
 
 def reserve_temp(path: Path) -> Path:
@@ -46,12 +47,14 @@ def publish(tmp: Path, path: Path, overwrite: bool) -> None:
     try:
         os.link(tmp, path)
     except FileExistsError:
-        raise InputError(f"{path}: file exists; refusing to overwrite it") from None
+        raise InputError(f"{path}: file exists; refusing to overwrite it (pass --overwrite, or overwrite=True, "
+                         "to replace it)") from None
     except OSError as e:
         if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
             raise
         if path.exists():
-            raise InputError(f"{path}: file exists; refusing to overwrite it") from None
+            raise InputError(f"{path}: file exists; refusing to overwrite it (pass --overwrite, or overwrite=True, "
+                         "to replace it)") from None
         os.replace(tmp, path)
         return
     tmp.unlink()

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from videogen.diffusion.flow import token_timesteps
 from videogen.diffusion.sampling import SAMPLERS, StepCallback, guided, make_scheduler, sample
+from videogen.atomic import check_target
 from videogen.errors import InputError, ModelError
 from videogen.memory import (
     MemoryEstimate,
@@ -137,12 +138,7 @@ def check_output(output: str | Path | None, overwrite: bool) -> Path | None:
     if output is None:
         return None
     path = Path(output)
-    if not path.parent.is_dir():
-        raise InputError(f"output folder {path.parent} does not exist")
-    if path.is_dir():
-        raise InputError(f"output {path} is a folder, not a file name")
-    if path.exists() and not overwrite:
-        raise InputError(f"{path} already exists (pass overwrite=True, or --overwrite, to replace it)")
+    check_target(path, overwrite)
     return path
 
 
