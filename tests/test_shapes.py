@@ -26,6 +26,7 @@ from videogen.data.shapes import (
     all_captions,
     centers,
     coverage,
+    every_combination,
     pairs,
     render,
     sample_spec,
@@ -35,19 +36,6 @@ from videogen.eval import degrade
 from videogen.eval.shapes import NONE, analyze, parse_caption, score, summarize
 
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
-
-
-def every_combination(positions: int, seed: int) -> list[ShapeClip]:
-    """All 6 x 3 x 4 x 3 = 216 (color, shape, direction, background) combinations at random layouts."""
-    specs = []
-    for color, shape in pairs("all"):
-        for direction in DIRECTIONS:
-            for background in BACKGROUNDS:
-                for k in range(positions):
-                    rng = np.random.default_rng([seed, len(specs), k])
-                    fixed = dict(color=color, shape=shape, direction=direction, background=background)
-                    specs.append(sample_spec(rng, "all", **fixed))
-    return specs
 
 
 def accuracy(specs: list[ShapeClip], transform) -> tuple[dict[str, float], list[str]]:

@@ -18,7 +18,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from videogen.data.shapes import BACKGROUNDS, DIRECTIONS, ShapesDataset, pairs, render, sample_spec
+from videogen.data.shapes import ShapesDataset, every_combination, render, sample_spec
 from videogen.eval import degrade
 from videogen.eval.shapes import analyze, score, summarize
 
@@ -39,18 +39,6 @@ CONDITIONS = {
         degrade.color_shift(degrade.gaussian_blur(degrade.gaussian_noise(f, 6.0, rng=rng), 0.8), rng=rng), 75
     ),
 }
-
-
-def every_combination(positions: int, seed: int = 0) -> list:
-    specs = []
-    for color, shape in pairs("all"):
-        for direction in DIRECTIONS:
-            for background in BACKGROUNDS:
-                for k in range(positions):
-                    rng = np.random.default_rng([seed, len(specs), k])
-                    fixed = dict(color=color, shape=shape, direction=direction, background=background)
-                    specs.append(sample_spec(rng, "all", **fixed))
-    return specs
 
 
 def throughput(num_clips: int) -> list[tuple[str, float]]:

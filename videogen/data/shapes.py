@@ -181,6 +181,20 @@ def sample_spec(
 # ------------------------------------------------------------------------------------------------ render
 
 
+def every_combination(positions: int, seed: int = 0) -> list[ShapeClip]:
+    """All 6 x 3 x 4 x 3 = 216 (color, shape, direction, background) combinations, each at ``positions``
+    random layouts (deterministic per seed): the exhaustive set the analyser is checked on."""
+    specs = []
+    for color, shape in pairs("all"):
+        for direction in DIRECTIONS:
+            for background in BACKGROUNDS:
+                for k in range(positions):
+                    rng = np.random.default_rng([seed, len(specs), k])
+                    fixed = dict(color=color, shape=shape, direction=direction, background=background)
+                    specs.append(sample_spec(rng, "all", **fixed))
+    return specs
+
+
 def _inside(shape: str, u: np.ndarray, v: np.ndarray, half: float) -> np.ndarray:
     """Point-in-shape test for offsets (u, v) from the object's box centre, in pixels (v points down).
 
