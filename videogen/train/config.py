@@ -77,6 +77,7 @@ class DataConfig:
     resolutions: list[str] = field(default_factory=lambda: ["64x64"])  # "HxW" buckets, multiples of 16
     shapes_samples: int = 1024  # clips in the shapes world's epoch
     shapes_size: int = 64  # shapes canvas side
+    crop: Optional[int] = None  # VAE runs: train on random square crops of this side (the VAE is convolutional)
     cache: bool = True  # precompute VAE latents and text states once (DiT runs)
     cache_dir: Optional[str] = None  # where the cache lives; None: <data>/.videogen-cache or <output>/cache
     num_workers: int = 0  # DataLoader worker processes
@@ -98,6 +99,7 @@ class ObjectiveConfig:
     l1: float = 1.0  # VAE: weight of the L1 reconstruction loss
     ssim: float = 0.2  # VAE: weight of (1 - SSIM), the structural term
     kl: float = 1e-6  # VAE: weight of the KL divergence to N(0, I)
+    sample_posterior: bool = True  # VAE: decode a posterior sample; false: decode the mean, std fixed ~0
 
 
 @dataclass
@@ -184,6 +186,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"data.frames: {bad or '[]'}: each clip length must be 4k+1 (1, 5, 9, 17, 33, ...)")
     for text in cfg.data.resolutions:
         parse_resolution(text)
+    if cfg.data.crop is not None and (cfg.data.kind != "shapes" or cfg.task != "vae"):
+        raise ConfigError("data.crop: random crops are for VAE runs on the shapes world (task: vae, data.kind: shapes)")
     o = cfg.objective
     for name in ("p_first", "p_first_last", "caption_dropout"):
         if not 0.0 <= getattr(o, name) <= 1.0:

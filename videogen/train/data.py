@@ -36,12 +36,18 @@ from videogen.train.models import Components, encode_text, tokenize
 class ShapesClips(torch.utils.data.Dataset):
     """The shapes world (``videogen.data.shapes``) as a clip dataset of one bucket."""
 
-    def __init__(self, num_clips: int, *, seed: int, size: int, num_frames: int):
+    def __init__(self, num_clips: int, *, seed: int, size: int, num_frames: int, crop: int | None = None):
         from videogen.data.shapes import ShapesDataset
 
+        if crop is not None and not 16 <= crop <= size:
+            raise ConfigError(f"data.crop: {crop} must be between 16 and the canvas side {size}")
         self.world = ShapesDataset(num_clips, seed=seed, split="train", size=size, num_frames=num_frames)
-        self.buckets = [(num_frames, size, size)] * num_clips
-        self.keys = [f"shapes|seed={seed}|{i}|{size}x{size}x{num_frames}" for i in range(num_clips)]
+        self.seed = seed
+        self.crop = crop
+        side = crop or size
+        self.buckets = [(num_frames, side, side)] * num_clips
+        self.keys = [f"shapes|seed={seed}|{i}|{size}x{size}x{num_frames}" + (f"|crop={crop}" if crop else "")
+                     for i in range(num_clips)]
 
     @property
     def captions(self) -> list[str]:
@@ -52,6 +58,10 @@ class ShapesClips(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         video, caption = self.world[index]
+        if self.crop is not None:  # a random window, a pure function of (seed, index) like the clip itself
+            size = video.shape[-1]
+            y, x = np.random.default_rng([self.seed, index, 1]).integers(0, size - self.crop + 1, size=2)
+            video = video[..., y : y + self.crop, x : x + self.crop]
         return {"video": video, "caption": caption, "key": self.keys[index]}
 
 
@@ -59,7 +69,7 @@ def build_dataset(cfg: TrainConfig):
     """The clips ``cfg.data`` describes: a footage folder, or the shapes world."""
     d = cfg.data
     if d.kind == "shapes":
-        return ShapesClips(d.shapes_samples, seed=cfg.seed, size=d.shapes_size, num_frames=max(d.frames))
+        return ShapesClips(d.shapes_samples, seed=cfg.seed, size=d.shapes_size, num_frames=max(d.frames), crop=d.crop)
     if d.path is None:
         raise ConfigError("data.path: no footage folder given (pass --data DIR, or --data shapes)")
     return FootageDataset(d.path, frames=d.frames, sizes=[parse_resolution(r) for r in d.resolutions],

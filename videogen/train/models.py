@@ -151,18 +151,39 @@ class FlowModel(torch.nn.Module):
 
 
 class Autoencoder(torch.nn.Module):
-    """The VAE objective's network: encode, sample the posterior, decode (parallel path)."""
+    """The VAE objective's network: encode, sample the posterior (or take its mean), decode (parallel path)."""
 
-    def __init__(self, vae: torch.nn.Module):
+    def __init__(self, vae: torch.nn.Module, sample_posterior: bool = True):
         super().__init__()
         self.vae = vae
+        self.sample_posterior = sample_posterior
 
     def forward(self, video: torch.Tensor, generator: torch.Generator):
         """video (B, 3, T, H, W) -> (reconstruction like video, posterior mean and std (B, C, T', H', W'))."""
         posterior = self.vae.encode(video)
-        noise = torch.randn(posterior.mean.shape, generator=generator).to(posterior.mean)
-        z = posterior.mean + posterior.std * noise  # reparameterisation (Kingma & Welling 2014)
+        z = posterior.mean
+        if self.sample_posterior:
+            noise = torch.randn(posterior.mean.shape, generator=generator).to(posterior.mean)
+            z = posterior.mean + posterior.std * noise  # reparameterisation (Kingma & Welling 2014)
         return self.vae.decode(z, clamp=False), posterior.mean, posterior.std  # unclamped: see decode()
+
+
+def fix_posterior_std(vae: torch.nn.Module, logvar: float = -30.0) -> None:
+    """Make the VAE's posterior deterministic: its log-variance outputs become the constant ``logvar``.
+
+    For runs that decode the posterior mean (``objective.sample_posterior: false``). The log-variance
+    half of ``quant_conv`` then gets no gradient, so the saved VAE's std is exp(logvar / 2) (~3e-7 at
+    -30, the clamp floor), and everything downstream that samples the posterior -- the DiT trainer's
+    latent cache, encoding known frames -- sees the latents the decoder was trained on. Why not let it
+    learn: with a small-image decoder a sampled std near 1 at initialisation drowns the means and the
+    decoder settles on the grey average (measured: L1 0.45 after 150 steps against 0.05 for the clip's
+    background alone), and any KL weight pushes a tiny std back up.
+    """
+    conv = vae.quant_conv
+    channels = conv.weight.shape[0] // 2
+    with torch.no_grad():
+        conv.weight[channels:].zero_()
+        conv.bias[channels:].fill_(logvar)
 
 
 # ------------------------------------------------------------------------------------------- exporting

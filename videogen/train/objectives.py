@@ -152,7 +152,10 @@ def vae_loss(model, video: torch.Tensor, cfg: ObjectiveConfig, generator: torch.
     recon, mean, std = model(video, generator)
     l1 = (recon.float() - video.float()).abs().mean()
     structural = 1.0 - ssim(recon, video)
-    kl = gaussian_kl(mean, std)
+    if cfg.sample_posterior:
+        kl = gaussian_kl(mean, std)
+    else:  # the std is fixed (fix_posterior_std): only the KL's mean term acts, keeping the latents' scale
+        kl = 0.5 * mean.float().pow(2).mean()
     loss = cfg.l1 * l1 + cfg.ssim * structural + cfg.kl * kl
     mse = ((recon.detach().float() - video.float()) / 2).pow(2).mean().item()
     return loss, {"l1": l1.item(), "ssim": 1.0 - structural.item(), "kl": kl.item(),

@@ -31,6 +31,7 @@ from videogen.train.data import BatchStream, build_dataset, cache_folder, prepar
 from videogen.train.lora import add_lora, save_lora
 from videogen.train.models import (
     Autoencoder,
+    fix_posterior_std,
     FlowModel,
     encode_text,
     load_components,
@@ -191,7 +192,9 @@ class Trainer:
             trained_text = self.parts.text_encoder if cfg.model.train_text_encoder else None
             module = FlowModel(self.parts.dit, trained_text)
         else:
-            module = Autoencoder(self.parts.vae)
+            if not cfg.objective.sample_posterior:
+                fix_posterior_std(self.parts.vae)
+            module = Autoencoder(self.parts.vae, cfg.objective.sample_posterior)
         if cfg.train.gradient_checkpointing:
             (self.parts.dit or self.parts.vae).enable_gradient_checkpointing()
         self.text_cache = None
