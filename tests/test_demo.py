@@ -97,6 +97,7 @@ TINY = [
     "--set", "train.batch_size=2", "--set", "data.shapes_samples=2", "--set", "data.shapes_size=16",
     "--set", "data.frames=[5]", "--set", "train.log_every=1",
     "--set-vae", "model.vae_arch.base_dim=8", "--set-vae", "model.vae_arch.dim_mult=[1,1,1,1]",
+    "--set-vae", "data.crop=16",
     "--set-dit", "model.dit.num_layers=1", "--set-dit", "model.dit.num_attention_heads=2",
     "--set-dit", "model.dit.attention_head_dim=12", "--set-dit", "model.dit.ffn_dim=32",
     "--set-dit", "model.text.d_model=16", "--set-dit", "model.text.num_layers=1",

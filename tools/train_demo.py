@@ -2,10 +2,13 @@
 
 Stages, each a `videogen.train` run with a fixed seed into its own run folder under ``--runs``:
 
-1. ``demo-vae``: the causal video VAE (configs/demo-vae.yaml), from scratch on the shapes world;
-2. ``demo-dit``: the DiT and its byte-level T5 (configs/demo-dit.yaml), from scratch, on stage 1's VAE
+1. ``demo-vae-images``: the causal video VAE (configs/demo-vae-images.yaml), from scratch on single
+   frames of the shapes world (drawing the object is what it learns slowest, and a frame is cheap);
+2. ``demo-vae``: the same VAE continued on 9-frame clips (configs/demo-vae.yaml; ``model.vae`` points at
+   ``RUNS/demo-vae-images/model``), so its temporal layers learn too;
+3. ``demo-dit``: the DiT and its byte-level T5 (configs/demo-dit.yaml), from scratch, on stage 2's VAE
    (``model.vae`` points at ``RUNS/demo-vae/model``; the latent cache goes to ``RUNS/cache``);
-3. assembly: stage 2's model folder (EMA weights, diffusers layout, safetensors) is copied into
+4. assembly: stage 2's model folder (EMA weights, diffusers layout, safetensors) is copied into
    ``--assets`` (``assets/demo-model``) with a ``videogen.json`` of demo defaults (frames, size, fps,
    steps, guidance, sampler, shift, frame conditioning), stored in float16 when float32 would exceed
    ``--max-mb``, and with the record of the training in ``TRAINING.md`` and ``training.json``.
@@ -41,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from videogen.errors import InputError, ResourceError, VideogenError  # noqa: E402
 
-STAGES = ("vae", "dit")
+STAGES = ("vae-images", "vae", "dit")
 RECORD_FILE = "train_demo.json"
 WEIGHT_SUFFIX = ".safetensors"
 
@@ -277,12 +280,13 @@ def parse_args(argv: list[str] | None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=Path, default=Path("runs"), help="where the stage run folders live (default runs/)")
     p.add_argument("--assets", type=Path, default=ROOT / "assets" / "demo-model", help="the shipped model folder")
+    p.add_argument("--vae-images-config", type=Path, default=ROOT / "configs" / "demo-vae-images.yaml")
     p.add_argument("--vae-config", type=Path, default=ROOT / "configs" / "demo-vae.yaml")
     p.add_argument("--dit-config", type=Path, default=ROOT / "configs" / "demo-dit.yaml")
     p.add_argument("--seed", type=int, default=0, help="seed of both stages (weights, data order, noise)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override in both stages")
-    p.add_argument("--set-vae", action="append", default=[], metavar="KEY=VALUE", help="override in stage 1")
-    p.add_argument("--set-dit", action="append", default=[], metavar="KEY=VALUE", help="override in stage 2")
+    p.add_argument("--set-vae", action="append", default=[], metavar="KEY=VALUE", help="override in both VAE stages")
+    p.add_argument("--set-dit", action="append", default=[], metavar="KEY=VALUE", help="override in the DiT stage")
     p.add_argument("--max-mb", type=float, default=30.0, help="size limit of the shipped folder (MB)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --assets folder")
     return p.parse_args(argv)
@@ -299,7 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         runs.mkdir(parents=True, exist_ok=True)
         record = read_record(runs)
         seed = [f"seed={args.seed}"]
-        run_stage("vae", args.vae_config, seed + args.set + args.set_vae, runs, record)
+        run_stage("vae-images", args.vae_images_config, seed + args.set + args.set_vae, runs, record)
+        images_vae = [f"model.vae={runs / 'demo-vae-images' / 'model'}"]
+        run_stage("vae", args.vae_config, seed + images_vae + args.set + args.set_vae, runs, record)
         wiring = [f"model.vae={runs / 'demo-vae' / 'model'}", f"data.cache_dir={runs / 'cache'}"]
         cfg = run_stage("dit", args.dit_config, seed + wiring + args.set + args.set_dit, runs, record)
         facts = assemble(runs / "demo-dit" / "model", args.assets, demo_defaults(cfg), max_mb=args.max_mb,

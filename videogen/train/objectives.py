@@ -142,7 +142,7 @@ def gaussian_kl(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
 
 
 def vae_loss(model, video: torch.Tensor, cfg: ObjectiveConfig, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
-    """L1 + (1 - SSIM) + KL of one batch through the VAE's parallel path.
+    """L1 + MSE + (1 - SSIM) + KL of one batch through the VAE's parallel path, each with its weight.
 
     Args:
         model: ``model(video, generator)`` is (reconstruction, posterior mean, posterior std); an
@@ -156,7 +156,8 @@ def vae_loss(model, video: torch.Tensor, cfg: ObjectiveConfig, generator: torch.
         kl = gaussian_kl(mean, std)
     else:  # the std is fixed (fix_posterior_std): only the KL's mean term acts, keeping the latents' scale
         kl = 0.5 * mean.float().pow(2).mean()
-    loss = cfg.l1 * l1 + cfg.ssim * structural + cfg.kl * kl
-    mse = ((recon.detach().float() - video.float()) / 2).pow(2).mean().item()
+    squared = (recon.float() - video.float()).pow(2).mean()
+    loss = cfg.l1 * l1 + cfg.mse * squared + cfg.ssim * structural + cfg.kl * kl
+    mse = squared.item() / 4  # on the [0, 1] scale, for the PSNR
     return loss, {"l1": l1.item(), "ssim": 1.0 - structural.item(), "kl": kl.item(),
                   "psnr": -10 * math.log10(max(mse, 1e-12))}
