@@ -117,3 +117,53 @@ def test_ssim_matches_scikit_image():
         for t in range(2)
     ])
     assert ssim(x, y).item() == pytest.approx(ref, abs=0.01)
+
+
+def _square_clip() -> torch.Tensor:
+    video = torch.zeros(1, 3, 5, 16, 16)  # gray background
+    video[:, 0, :, 4:8, 4:8] = 1.0  # a red-ish square: the red channel alone moves by 1
+    return video
+
+
+def test_foreground_mask_finds_the_object_not_the_background():
+    from videogen.train.objectives import foreground_mask
+
+    video = _square_clip()
+    mask = foreground_mask(video)
+    assert mask.shape == (1, 1, 5, 16, 16)
+    assert mask[0, 0, :, 4:8, 4:8].all() and mask.sum() == 5 * 16
+    assert not foreground_mask(torch.full((1, 3, 5, 16, 16), -1.0)).any()  # a flat clip has none
+
+
+def test_vae_loss_weights_foreground_errors_and_decodes_the_mean_without_noise():
+    from videogen.train.models import Autoencoder
+    from videogen.train.objectives import vae_loss
+
+    video = _square_clip()
+
+    class Background(torch.nn.Module):  # reconstructs the background everywhere: wrong on the square only
+        sample_posterior = False
+
+        def forward(self, v, generator):
+            mean = torch.zeros(1, 4, 2, 2, 2)
+            return torch.zeros_like(v), mean, torch.full_like(mean, 1e-15)
+
+    plain = ObjectiveConfig(l1=1.0, mse=1.0, ssim=0.0, kl=0.0, sample_posterior=False)
+    weighted = ObjectiveConfig(l1=1.0, mse=1.0, ssim=0.0, kl=0.0, sample_posterior=False, foreground_weight=10.0)
+    g = torch.Generator().manual_seed(0)
+    base, stats = vae_loss(Background(), video, plain, g)
+    heavy, _ = vae_loss(Background(), video, weighted, g)
+    share = 16 / 256 / 3  # the square's red channel: 16 of 256 pixels, 1 of 3 channels, error 1
+    assert base.item() == pytest.approx(2 * share) and heavy.item() == pytest.approx(11 * 2 * share)
+    assert stats["l1"] == pytest.approx(share)  # the logged L1 stays the plain mean
+
+    # the mean posterior path: no noise drawn, the same output twice
+    from videogen.models.vae import CausalVideoVAE
+
+    torch.manual_seed(0)
+    vae = CausalVideoVAE(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, attn_scales=[],
+                         temperal_downsample=[False, True, True])
+    model = Autoencoder(vae, sample_posterior=False)
+    a = model(video, torch.Generator().manual_seed(1))[0]
+    b = model(video, torch.Generator().manual_seed(2))[0]
+    assert torch.equal(a, b)

@@ -99,6 +99,7 @@ class ObjectiveConfig:
     l1: float = 1.0  # VAE: weight of the L1 reconstruction loss
     ssim: float = 0.2  # VAE: weight of (1 - SSIM), the structural term
     mse: float = 0.0  # VAE: weight of the mean squared error (pulls hardest on the largest errors)
+    foreground_weight: float = 0.0  # VAE: extra L1/MSE weight on pixels away from the clip's background
     kl: float = 1e-6  # VAE: weight of the KL divergence to N(0, I)
     sample_posterior: bool = True  # VAE: decode a posterior sample; false: decode the mean, std fixed ~0
 

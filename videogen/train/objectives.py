@@ -141,6 +141,16 @@ def gaussian_kl(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mean.float().pow(2) + var - 1.0 - torch.log(var.clamp(min=1e-20))).mean()
 
 
+def foreground_mask(video: torch.Tensor) -> torch.Tensor:
+    """Pixels away from their clip's background, (B, 1, T, H, W) bool.
+
+    The background is each channel's median over the clip; a pixel is foreground when its absolute
+    differences from it, summed over the channels, exceed 0.5 (on the [-1, 1] scale).
+    """
+    background = video.flatten(2).median(dim=2).values[:, :, None, None, None]  # (B, 3, 1, 1, 1)
+    return (video - background).abs().sum(dim=1, keepdim=True) > 0.5
+
+
 def vae_loss(model, video: torch.Tensor, cfg: ObjectiveConfig, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
     """L1 + MSE + (1 - SSIM) + KL of one batch through the VAE's parallel path, each with its weight.
 
@@ -150,14 +160,20 @@ def vae_loss(model, video: torch.Tensor, cfg: ObjectiveConfig, generator: torch.
         video: (B, 3, T, H, W) in [-1, 1], T = 4k + 1.
     """
     recon, mean, std = model(video, generator)
-    l1 = (recon.float() - video.float()).abs().mean()
+    error = recon.float() - video.float()
+    l1 = error.abs().mean()
     structural = 1.0 - ssim(recon, video)
     if cfg.sample_posterior:
         kl = gaussian_kl(mean, std)
     else:  # the std is fixed (fix_posterior_std): only the KL's mean term acts, keeping the latents' scale
         kl = 0.5 * mean.float().pow(2).mean()
-    squared = (recon.float() - video.float()).pow(2).mean()
-    loss = cfg.l1 * l1 + cfg.mse * squared + cfg.ssim * structural + cfg.kl * kl
+    squared = error.pow(2).mean()
+    if cfg.foreground_weight:  # sparse objects on flat backgrounds (the shapes world): see ObjectiveConfig
+        weight = 1.0 + cfg.foreground_weight * foreground_mask(video).float()
+        loss = cfg.l1 * (error.abs() * weight).mean() + cfg.mse * (error.pow(2) * weight).mean()
+    else:
+        loss = cfg.l1 * l1 + cfg.mse * squared
+    loss = loss + cfg.ssim * structural + cfg.kl * kl
     mse = squared.item() / 4  # on the [0, 1] scale, for the PSNR
     return loss, {"l1": l1.item(), "ssim": 1.0 - structural.item(), "kl": kl.item(),
                   "psnr": -10 * math.log10(max(mse, 1e-12))}
