@@ -70,6 +70,7 @@ def test_vae_run_with_mean_posterior_on_shapes_crops(tmp_path):
                       objective={"sample_posterior": False}, optim={"lr": 1e-2, "betas": [0.9, 0.95]},
                       train={"max_steps": 12, "batch_size": 3})
     cfg.model.vae_arch.base_dim, cfg.model.vae_arch.dim_mult = 8, [1, 1, 1, 1]
+    cfg.model.latent_stats = "measure"
     trainer = Trainer(cfg, tmp_path / "run", show_progress=False)
     clip = trainer.stream.dataset[0]["video"]
     assert clip.shape == (3, 5, 16, 16)
@@ -83,6 +84,12 @@ def test_vae_run_with_mean_posterior_on_shapes_crops(tmp_path):
     posterior = vae.encode(clip[None])
     assert posterior.std.max() < 1e-6  # the log-variance outputs stayed at the floor: a deterministic encoder
     assert posterior.mean.abs().mean() > 1e-3
+    # the saved VAE carries its own latent statistics: its normalized latents are ~N(0, 1) per channel
+    with torch.no_grad():
+        z = torch.cat([vae.encode(trainer.stream.dataset[i]["video"][None]).mean for i in range(6)])
+    normalized = vae.normalize(z).transpose(0, 1).flatten(1)  # (C, N)
+    assert torch.allclose(normalized.mean(dim=1), torch.zeros(16), atol=1e-3)
+    assert torch.allclose(normalized.std(dim=1, unbiased=False), torch.ones(16), atol=1e-3)
 
 
 def test_crop_is_refused_outside_vae_shapes_runs():

@@ -189,6 +189,32 @@ def fix_posterior_std(vae: torch.nn.Module, logvar: float = -30.0) -> None:
 # ------------------------------------------------------------------------------------------- exporting
 
 
+@torch.no_grad()
+def measure_latent_stats(vae: torch.nn.Module, dataset, clips: int = 64) -> tuple[list, list]:
+    """Per-channel mean and std of the VAE's posterior means over the first ``clips`` clips of ``dataset``.
+
+    A VAE trained from scratch does not have Wan2.1's latent statistics; the DiT trains on
+    ``normalize(z) = (z - mean) / std``, which should be about zero-mean and unit-variance for the noise
+    schedule to mean what it says (the role of SD3's and Flux's shift and scaling factors). Clips are
+    encoded one at a time, so buckets of different sizes mix.
+    """
+    device = next(vae.parameters()).device
+    was_training = vae.training
+    vae.eval()
+    total, total_sq, count = 0.0, 0.0, 0
+    for i in range(min(clips, len(dataset))):
+        video = dataset[i]["video"][None].to(device)  # (1, 3, T, H, W)
+        z = vae.encode(video).mean.double().transpose(0, 1).flatten(1)  # (C, T'*H'*W')
+        total = total + z.sum(dim=1)
+        total_sq = total_sq + z.pow(2).sum(dim=1)
+        count += z.shape[1]
+    vae.train(was_training)
+    mean = total / count
+    std = (total_sq / count - mean.pow(2)).clamp(min=1e-12).sqrt()
+    return [round(v, 6) for v in mean.tolist()], [round(v, 6) for v in std.tolist()]
+
+
+
 def save_model_folder(cfg: TrainConfig, parts: Components, folder: Path) -> Path:
     """A complete model folder: the base folder's files, with the trained components written over them."""
     tmp = folder.with_name(f".{folder.name}.tmp")

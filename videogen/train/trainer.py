@@ -32,6 +32,7 @@ from videogen.train.lora import add_lora, save_lora
 from videogen.train.models import (
     Autoencoder,
     fix_posterior_std,
+    measure_latent_stats,
     FlowModel,
     encode_text,
     load_components,
@@ -408,6 +409,9 @@ class Trainer:
             if self.cfg.mode == "lora":
                 save_lora(self.parts.dit, self.cfg.lora, target)
             else:
+                if self.cfg.task == "vae" and self.cfg.model.latent_stats == "measure":
+                    mean, std = measure_latent_stats(self.parts.vae, self.dataset)
+                    self.parts.vae.register_to_config(latents_mean=mean, latents_std=std)
                 save_model_folder(self.cfg, self.parts, target)
         self.accelerator.wait_for_everyone()
         return target
