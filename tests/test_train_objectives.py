@@ -167,3 +167,24 @@ def test_vae_loss_weights_foreground_errors_and_decodes_the_mean_without_noise()
     a = model(video, torch.Generator().manual_seed(1))[0]
     b = model(video, torch.Generator().manual_seed(2))[0]
     assert torch.equal(a, b)
+
+
+def test_inflated_vae_codes_a_clip_frame_by_frame():
+    from videogen.models.vae import CausalVideoVAE
+    from videogen.train.models import inflate_temporal
+
+    torch.manual_seed(0)
+    vae = CausalVideoVAE(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, attn_scales=[],
+                         temperal_downsample=[False, True, True]).eval()
+    video = torch.rand(1, 3, 5, 16, 16) * 2 - 1
+    with torch.no_grad():
+        before = vae.encode(video).mean
+        inflate_temporal(vae)
+        z = vae.encode(video).mean  # (1, 16, 2, 2, 2)
+        alone = vae.encode(video[:, :, 4:5]).mean  # the chunk's newest frame, as a first frame
+        out = vae.decode(z)
+        chunk = vae.decode(z[:, :, 1:2])  # latent frame 1 decoded as a first frame
+    assert not torch.allclose(before[:, :, 1], alone[:, :, 0], atol=1e-4)  # not so before inflating
+    assert torch.allclose(z[:, :, 1], alone[:, :, 0], atol=1e-5)
+    for t in range(1, 5):  # the chunk decodes to its frame, repeated
+        assert torch.allclose(out[:, :, t], chunk[:, :, 0], atol=1e-5)

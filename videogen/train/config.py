@@ -59,6 +59,7 @@ class ModelConfig:
     text_encoder: Optional[str] = None  # folder with text_encoder/ + tokenizer/ when `pretrained` is None
     latent_stats: Literal["keep", "measure"] = "keep"  # VAE runs: "measure" writes the trained VAE's own per-channel
     # latent mean/std into its config (what normalize() uses); "keep" leaves them (a fine-tuned Wan VAE must keep Wan's)
+    inflate_vae: bool = False  # VAE runs from a VAE trained on single frames: see train.models.inflate_temporal
     train_text_encoder: bool = False  # train the T5 too (the demo model trains its small T5 from scratch)
     max_text_length: int = 64  # tokens per caption (Wan uses 512; short captions need far fewer)
     dit: DiTArch = field(default_factory=DiTArch)

@@ -186,6 +186,31 @@ def fix_posterior_std(vae: torch.nn.Module, logvar: float = -30.0) -> None:
         conv.bias[channels:].fill_(logvar)
 
 
+@torch.no_grad()
+def inflate_temporal(vae: torch.nn.Module) -> None:
+    """Turn a VAE trained on single frames into one that treats every frame like the first.
+
+    Trained on 1-frame clips, a causal convolution's past-frame taps only ever saw zero padding, and the
+    temporal resamplers never ran, so they hold their random initialisation. This zeroes the past taps
+    (each frame then goes through exactly the computation the first frame does), makes each temporal
+    downsampler keep the newest frame of its window, and each temporal upsampler repeat its frame
+    twice: the VAE then encodes and decodes a clip frame by frame (a chunk decodes to its frame repeated),
+    the starting point from which training on clips learns motion (the 2-D-to-3-D "inflation" of I3D).
+    """
+    from videogen.models.vae_blocks import CausalConv3d, Resample
+
+    for module in vae.modules():
+        if isinstance(module, Resample) and hasattr(module, "time_conv"):
+            conv = module.time_conv
+            conv.weight.zero_()
+            conv.bias.zero_()
+            eye = torch.eye(conv.weight.shape[1], dtype=conv.weight.dtype)
+            newest = conv.weight[:, :, -1, 0, 0]  # (out, in): the tap on the newest frame
+            newest.copy_(eye.repeat(conv.weight.shape[0] // eye.shape[0], 1))  # up: both halves; down: identity
+        elif isinstance(module, CausalConv3d) and module.weight.shape[2] > 1:
+            module.weight[:, :, :-1].zero_()
+
+
 # ------------------------------------------------------------------------------------------- exporting
 
 

@@ -32,6 +32,7 @@ from videogen.train.lora import add_lora, save_lora
 from videogen.train.models import (
     Autoencoder,
     fix_posterior_std,
+    inflate_temporal,
     measure_latent_stats,
     FlowModel,
     encode_text,
@@ -193,6 +194,8 @@ class Trainer:
             trained_text = self.parts.text_encoder if cfg.model.train_text_encoder else None
             module = FlowModel(self.parts.dit, trained_text)
         else:
+            if cfg.model.inflate_vae:
+                inflate_temporal(self.parts.vae)  # before any checkpoint is loaded: a resume overwrites it
             if not cfg.objective.sample_posterior:
                 fix_posterior_std(self.parts.vae)
             module = Autoencoder(self.parts.vae, cfg.objective.sample_posterior)
