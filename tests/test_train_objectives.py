@@ -119,6 +119,14 @@ def test_ssim_matches_scikit_image():
     assert ssim(x, y).item() == pytest.approx(ref, abs=0.01)
 
 
+def _tiny_vae():
+    from videogen.models.vae import CausalVideoVAE
+
+    torch.manual_seed(0)
+    return CausalVideoVAE(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, attn_scales=[],
+                          temperal_downsample=[False, True, True])
+
+
 def _square_clip() -> torch.Tensor:
     video = torch.zeros(1, 3, 5, 16, 16)  # gray background
     video[:, 0, :, 4:8, 4:8] = 1.0  # a red-ish square: the red channel alone moves by 1
@@ -142,8 +150,6 @@ def test_vae_loss_weights_foreground_errors_and_decodes_the_mean_without_noise()
     video = _square_clip()
 
     class Background(torch.nn.Module):  # reconstructs the background everywhere: wrong on the square only
-        sample_posterior = False
-
         def forward(self, v, generator):
             mean = torch.zeros(1, 4, 2, 2, 2)
             return torch.zeros_like(v), mean, torch.full_like(mean, 1e-15)
@@ -158,24 +164,16 @@ def test_vae_loss_weights_foreground_errors_and_decodes_the_mean_without_noise()
     assert stats["l1"] == pytest.approx(share)  # the logged L1 stays the plain mean
 
     # the mean posterior path: no noise drawn, the same output twice
-    from videogen.models.vae import CausalVideoVAE
-
-    torch.manual_seed(0)
-    vae = CausalVideoVAE(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, attn_scales=[],
-                         temperal_downsample=[False, True, True])
-    model = Autoencoder(vae, sample_posterior=False)
+    model = Autoencoder(_tiny_vae(), sample_posterior=False)
     a = model(video, torch.Generator().manual_seed(1))[0]
     b = model(video, torch.Generator().manual_seed(2))[0]
     assert torch.equal(a, b)
 
 
 def test_inflated_vae_codes_a_clip_frame_by_frame():
-    from videogen.models.vae import CausalVideoVAE
     from videogen.train.models import inflate_temporal
 
-    torch.manual_seed(0)
-    vae = CausalVideoVAE(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, attn_scales=[],
-                         temperal_downsample=[False, True, True]).eval()
+    vae = _tiny_vae().eval()
     video = torch.rand(1, 3, 5, 16, 16) * 2 - 1
     with torch.no_grad():
         before = vae.encode(video).mean

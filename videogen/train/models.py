@@ -239,7 +239,6 @@ def measure_latent_stats(vae: torch.nn.Module, dataset, clips: int = 64) -> tupl
     return [round(v, 6) for v in mean.tolist()], [round(v, 6) for v in std.tolist()]
 
 
-
 def save_model_folder(cfg: TrainConfig, parts: Components, folder: Path) -> Path:
     """A complete model folder: the base folder's files, with the trained components written over them."""
     tmp = folder.with_name(f".{folder.name}.tmp")
