@@ -135,3 +135,43 @@ def test_generate_cli_applies_lora(tiny_wan_folder, lora_file, tmp_path, capsys)
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "missing.safetensors: no such LoRA file" in err
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_extend_and_interpolate_cli_apply_lora(tiny_wan_folder, lora_file, tmp_path):
+    from videogen.cli import main
+    from videogen.io import read_video, write_video
+
+    g = np.random.default_rng(0)
+    clip = write_video(tmp_path / "in.mp4", g.integers(0, 255, (5, 32, 32, 3), dtype=np.uint8), 8.0)
+    common = ["-p", "a red circle", "--model", str(tiny_wan_folder), "--steps", "2", "--seed", "0", "--height", "32",
+              "--width", "32"]
+    jobs = {
+        "extend": ["extend", str(clip), "--frames", "4", "--window", "5", "--context", "1"],
+        "interpolate": ["interpolate", str(clip), str(clip), "--frames", "9"],  # 3 latent frames: the middle one sampled
+    }
+    for name, job in jobs.items():
+        outputs = []
+        for extra in ([], ["--lora", f"{lora_file[0]}:1.5"]):
+            out = tmp_path / f"{name}-{len(extra)}.mp4"
+            assert main(job + common + ["-o", str(out), *extra]) == 0
+            outputs.append(read_video(out).frames)
+        assert outputs[0].shape == outputs[1].shape and not np.array_equal(*outputs), name
+
+
+def test_a_lora_run_without_a_model_adapts_the_bundled_one(tiny_wan_folder, tmp_path, monkeypatch):
+    import shutil
+
+    import videogen.bundled
+    from train_helpers import tiny_config
+    from videogen.train.models import load_components
+
+    monkeypatch.setattr(videogen.bundled, "_package_folder", lambda: tmp_path / "videogen")
+    with pytest.raises(ModelError, match="no bundled demo model"):
+        load_components(tiny_config(mode="lora"))
+    bundled = tmp_path / "assets" / "demo-model"
+    shutil.copytree(tiny_wan_folder, bundled)
+    cfg = tiny_config(mode="lora")
+    parts = load_components(cfg)
+    assert cfg.model.pretrained == str(bundled)  # the saved config names the folder it adapted
+    base = VideoDiT.from_pretrained(tiny_wan_folder / "transformer").state_dict()
+    assert all(torch.equal(v, base[k]) for k, v in parts.dit.state_dict().items())

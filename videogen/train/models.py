@@ -94,7 +94,15 @@ def _dit(cfg: TrainConfig, latent_channels: int, text_dim: int):
 
 
 def load_components(cfg: TrainConfig) -> Components:
-    """Load or build the run's networks; new weights are drawn from ``cfg.seed``, leaving global RNG alone."""
+    """Load or build the run's networks; new weights are drawn from ``cfg.seed``, leaving global RNG alone.
+
+    A LoRA run adapts a model: without ``model.pretrained`` it adapts the bundled demo model, and the
+    folder it resolved to is written back into ``cfg`` (so the run's saved config names it).
+    """
+    if cfg.mode == "lora" and cfg.model.pretrained is None:
+        from videogen.bundled import default_model_path
+
+        cfg.model.pretrained = str(default_model_path())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         vae = _vae(cfg)
