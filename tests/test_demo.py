@@ -186,6 +186,15 @@ def test_eval_shapes_runs_end_to_end_on_a_tiny_model(tiny_demo, tmp_path):
         assert (info.frames, info.height, info.width) == (5, 16, 16)
     assert report["timing"]["cli_seconds_per_clip"] > 0 and np.isfinite(report["vae"]["psnr_db"])
     assert "| heldout | 3 |" in (out / "report.md").read_text()
+    # one caption, several seeds
+    caption = "a cyan circle moving down on a white background"
+    argv = ["--model", str(root / "demo-model"), "--out", str(tmp_path / "one"), "--caption", caption,
+            "--repeat", "2", "--timed", "0", "--psnr-clips", "1"]
+    assert tool.main(argv) == 0
+    report = json.loads((tmp_path / "one" / "report.json").read_text())
+    assert [(c["caption"], c["seed"]) for c in report["per_clip"]] == [(caption, 1000), (caption, 1001)]
+    assert set(report["accuracy"]) == {"all", "heldout"}
+    assert tool.main(argv[:4] + ["--caption", "a dog running"]) == 2
 
 
 # -------------------------------------------------------------------------- the shipped model itself
@@ -241,3 +250,50 @@ def test_shipped_vae_round_trip_of_a_rendered_clip_stays_above_30_db():
     decoded = ((recon[0].clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 3, 0).numpy()  # (T, H, W, 3)
     mse = np.mean((decoded - frames.astype(np.float64)) ** 2)
     assert 10 * np.log10(255**2 / mse) > 30.0
+
+
+@pytest.fixture(scope="module")
+def shipped_pipe():
+    from videogen.pipeline import VideoPipeline
+
+    return VideoPipeline.from_pretrained(default_model_path(), device="cpu")
+
+
+def _clip(seed: int, num_frames: int, **attributes):
+    from videogen.data.shapes import render, sample_spec
+
+    spec = sample_spec(np.random.default_rng(seed), "train", **attributes)
+    return spec, render(spec, size=64, num_frames=num_frames)
+
+
+@needs_shipped
+def test_shipped_model_extends_a_clip_seamlessly(shipped_pipe):
+    measures = _tool("eval_tasks")
+    spec, frames = _clip(21, 33, color="red", shape="circle", direction="left", background="black")
+    frames = frames[:17]  # the first half of a 33-frame path: the object has room to go on
+    out = shipped_pipe.extend(frames, spec.caption, 16, seed=0, progress=False).frames
+    assert out.shape == (33, 64, 64, 3) and np.array_equal(out[:17], frames)  # the input, as it was
+    kept = measures.attributes_kept(out[17:], spec)
+    assert all(kept.values()), kept  # the new frames: same object, same direction
+    assert measures.seam_jump(out, 17) < 3.0  # the first new frame is about one frame's motion on
+
+
+@needs_shipped
+def test_shipped_model_interpolates_between_two_frames(shipped_pipe):
+    measures = _tool("eval_tasks")
+    spec, frames = _clip(22, 17, color="green", shape="square", direction="right", background="white")
+    out = shipped_pipe.interpolate(frames[0], frames[-1], spec.caption, 17, seed=0, progress=False).frames
+    assert out.shape == (17, 64, 64, 3)
+    assert np.array_equal(out[0], frames[0]) and np.array_equal(out[-1], frames[-1])
+    mean_dev, max_dev = measures.path_deviation(out, spec)
+    assert mean_dev < 0.06 and max_dev < 0.15, (mean_dev, max_dev)  # fractions of the side
+
+
+@needs_shipped
+def test_shipped_model_animates_an_image_as_prompted(shipped_pipe):
+    measures = _tool("eval_tasks")
+    spec, frames = _clip(23, 1, color="blue", shape="triangle", direction="down", background="gray")
+    out = shipped_pipe.extend(frames[0], spec.caption, 16, seed=0, progress=False).frames
+    assert out.shape == (17, 64, 64, 3) and np.array_equal(out[0], frames[0])
+    kept = measures.attributes_kept(out, spec)
+    assert all(kept.values()), kept

@@ -19,6 +19,8 @@ Usage (from the repository root)::
 
     python tools/eval_shapes.py --out runs/eval-shapes               # the bundled model, 72 captions
     python tools/eval_shapes.py --model DIR --out /tmp/e --quick     # 6 captions, 2 PSNR clips
+    python tools/eval_shapes.py --caption "a yellow triangle moving up on a gray background" --repeat 8 \
+        --lora runs/my-lora/lora.safetensors --out /tmp/l                # one caption, 8 seeds, with a LoRA
 """
 
 from __future__ import annotations
@@ -98,10 +100,10 @@ def is_heldout(caption: str) -> bool:
 # ---------------------------------------------------------------------------------------- generating
 
 
-def generate_cli(model: Path, caption: str, seed: int, path: Path) -> float:
+def generate_cli(model: Path, caption: str, seed: int, path: Path, loras: list[str]) -> float:
     """``python -m videogen generate`` in a fresh interpreter; its wall time in seconds."""
     command = [sys.executable, "-m", "videogen", "generate", caption, "--model", str(model), "--seed", str(seed),
-               "-o", str(path), "--overwrite"]
+               "-o", str(path), "--overwrite", *[a for lora in loras for a in ("--lora", lora)]]
     start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -110,9 +112,12 @@ def generate_cli(model: Path, caption: str, seed: int, path: Path) -> float:
     return seconds
 
 
-def generate_all(model: Path, prompts: list[str], out: Path, *, timed: int, seed: int) -> list[tuple[str, int, Path, str, float]]:
-    """Generate every prompt into ``out/clips``: the first ``timed`` through the CLI, the rest in process."""
+def generate_all(model: Path, prompts: list[str], out: Path, *, timed: int, seed: int,
+                 loras: list[str] = ()) -> list[tuple[str, int, Path, str, float]]:
+    """Generate every prompt into ``out/clips``: the first ``timed`` through the CLI, the rest in process;
+    ``loras`` (``FILE[:SCALE]``, as ``--lora`` takes them) are merged into the model first."""
     from videogen.pipeline import VideoPipeline
+    from videogen.train.lora import apply_lora, parse_lora_arg
 
     folder = out / "clips"
     folder.mkdir(parents=True, exist_ok=True)
@@ -120,9 +125,12 @@ def generate_all(model: Path, prompts: list[str], out: Path, *, timed: int, seed
     for k, caption in enumerate(prompts):
         path, clip_seed = folder / f"{k:03d}.mp4", seed + k
         if k < timed:
-            seconds, via = generate_cli(model, caption, clip_seed, path), "cli"
+            seconds, via = generate_cli(model, caption, clip_seed, path, list(loras)), "cli"
         else:
-            pipe = pipe or VideoPipeline.from_pretrained(model, device="cpu")
+            if pipe is None:
+                pipe = VideoPipeline.from_pretrained(model, device="cpu")
+                for lora in loras:
+                    apply_lora(pipe, *parse_lora_arg(lora))
             start = time.perf_counter()
             pipe.generate(caption, seed=clip_seed, output=path, overwrite=True, progress=False)
             seconds, via = time.perf_counter() - start, "pipeline"
@@ -206,7 +214,8 @@ def markdown(r: dict) -> str:
     d = r["defaults"]
     lines = [
         f"Model `{r['model']}`; {r['clips']} clips of {d['num_frames']} frames, {d['width']}x{d['height']}, "
-        f"{d['num_steps']} steps, guidance {d['guidance_scale']}; machine: {r['machine']}.",
+        f"{d['num_steps']} steps, guidance {d['guidance_scale']}"
+        f"{'; LoRA ' + ', '.join(r['loras']) if r.get('loras') else ''}; machine: {r['machine']}.",
         "",
         "| clips | n | " + " | ".join(ATTRIBUTES) + " | all right |",
         "|---|---:|" + "---:|" * (len(ATTRIBUTES) + 1),
@@ -245,6 +254,9 @@ def parse_args(argv):
     p.add_argument("--timed", type=int, default=3, help="clips generated (and timed) through the CLI subprocess")
     p.add_argument("--seed", type=int, default=1000, help="seed of the first clip (clip k uses seed + k)")
     p.add_argument("--psnr-clips", type=int, help="rendered held-out clips for the VAE PSNR (default 8, quick 2)")
+    p.add_argument("--caption", action="append", default=[], help="evaluate these captions instead (repeatable)")
+    p.add_argument("--repeat", type=int, default=1, help="clips per caption, each with its own seed")
+    p.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]", help="merge a LoRA first")
     return p.parse_args(argv)
 
 
@@ -256,7 +268,10 @@ def main(argv: list[str] | None = None) -> int:
         model = (args.model or default_model_path()).resolve()
         defaults = model_defaults(model)
         args.out.mkdir(parents=True, exist_ok=True)
-        generated = generate_all(model, captions(args.quick), args.out, timed=args.timed, seed=args.seed)
+        prompts = [c for c in (args.caption or captions(args.quick)) for _ in range(args.repeat)]
+        for caption in args.caption:
+            parse_caption(caption)  # a caption the analyser cannot score is an error before any generating
+        generated = generate_all(model, prompts, args.out, timed=args.timed, seed=args.seed, loras=args.lora)
         clips = [judge(*g) for g in generated]
         psnr_clips = args.psnr_clips or (2 if args.quick else 8)
         vae = vae_psnr(model, args.out, clips=psnr_clips, seed=args.seed, num_frames=defaults["num_frames"],
@@ -264,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     except VideogenError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    result = report(clips, vae, model, defaults)
+    result = {**report(clips, vae, model, defaults), "loras": args.lora}
     (args.out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "report.md").write_text(markdown(result))
     print(markdown(result))
