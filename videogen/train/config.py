@@ -60,6 +60,7 @@ class ModelConfig:
     latent_stats: Literal["keep", "measure"] = "keep"  # VAE runs: "measure" writes the trained VAE's own per-channel
     # latent mean/std into its config (what normalize() uses); "keep" leaves them (a fine-tuned Wan VAE must keep Wan's)
     inflate_vae: bool = False  # VAE runs from a VAE trained on single frames: see train.models.inflate_temporal
+    freeze_encoder: bool = False  # VAE runs: train the decoder only, so latents (and a DiT trained on them) stay valid
     train_text_encoder: bool = False  # train the T5 too (the demo model trains its small T5 from scratch)
     max_text_length: int = 64  # tokens per caption (Wan uses 512; short captions need far fewer)
     dit: DiTArch = field(default_factory=DiTArch)
@@ -205,6 +206,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name in ("max_steps", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints", "log_every"):
         if getattr(t, name) < 1:
             raise ConfigError(f"train.{name}: {getattr(t, name)} must be at least 1")
+    if cfg.model.freeze_encoder and (cfg.task != "vae" or cfg.model.latent_stats != "keep"):
+        raise ConfigError("model.freeze_encoder applies to VAE runs with model.latent_stats: keep (the latents do not change)")
     if cfg.mode == "lora" and cfg.task != "dit":
         raise ConfigError("mode: lora applies to the DiT only (task: dit)")
     if cfg.mode == "lora" and cfg.lora.rank < 1:

@@ -198,6 +198,9 @@ class Trainer:
                 inflate_temporal(self.parts.vae)  # before any checkpoint is loaded: a resume overwrites it
             if not cfg.objective.sample_posterior:
                 fix_posterior_std(self.parts.vae)
+            if cfg.model.freeze_encoder:  # the latents stay exactly what they were
+                for part in (self.parts.vae.encoder, self.parts.vae.quant_conv):
+                    part.requires_grad_(False)
             module = Autoencoder(self.parts.vae, cfg.objective.sample_posterior)
         if cfg.train.gradient_checkpointing:
             (self.parts.dit or self.parts.vae).enable_gradient_checkpointing()
