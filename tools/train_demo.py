@@ -20,7 +20,7 @@ invocations in ``RUNS/train_demo.json``.
 
 Usage (from the repository root)::
 
-    python tools/train_demo.py                                   # the real recipe, ~3 h on a 2-core CPU
+    python tools/train_demo.py                                   # the real recipe, ~1.7 h on a 2-core CPU
     python tools/train_demo.py --runs /tmp/r --assets /tmp/m --set train.max_steps=2 \\
         --set data.shapes_samples=4 ...                         # a smoke run (tests/test_demo.py)
 """
