@@ -222,15 +222,23 @@ def test_shipped_model_loads_from_the_default_location_with_demo_defaults():
     assert sizes <= 30e6
 
 
-def _fixed_prompt_scores(tmp_path) -> list[dict]:
-    from videogen.eval.shapes import analyze, score
-    from videogen.io import read_video
+@pytest.fixture(scope="module")
+def shipped_pipe():
     from videogen.pipeline import VideoPipeline
 
-    pipe = VideoPipeline.from_pretrained(default_model_path(), device="cpu")
+    return VideoPipeline.from_pretrained(default_model_path(), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def fixed_prompt_scores(shipped_pipe, tmp_path_factory) -> list[dict]:
+    """The four fixed prompts generated once, read back from their MP4s and scored (shared by two tests)."""
+    from videogen.eval.shapes import analyze, score
+    from videogen.io import read_video
+
+    folder = tmp_path_factory.mktemp("fixed-prompts")
     results = []
     for k, (caption, seed) in enumerate(PROMPTS):
-        path = pipe.generate(caption, seed=seed, output=tmp_path / f"{k}.mp4", progress=False)
+        path = shipped_pipe.generate(caption, seed=seed, output=folder / f"{k}.mp4", progress=False)
         frames = read_video(path).frames
         assert frames.shape == (17, 64, 64, 3)
         results.append(score(analyze(frames), caption))
@@ -245,16 +253,14 @@ NOT_MET = "issue 7/8 target not met by the shipped demo model (docs/benchmarks.m
 
 
 @needs_shipped
-def test_shipped_model_draws_the_prompted_background(tmp_path):
-    results = _fixed_prompt_scores(tmp_path)
-    assert sum(r["background"] for r in results) >= 3, results  # measured: 3 of 4
+def test_shipped_model_draws_the_prompted_background(fixed_prompt_scores):
+    assert sum(r["background"] for r in fixed_prompt_scores) >= 3, fixed_prompt_scores  # measured: 3 of 4
 
 
 @needs_shipped
 @pytest.mark.xfail(strict=True, reason=NOT_MET)
-def test_shipped_model_follows_fixed_prompts(tmp_path):
-    results = _fixed_prompt_scores(tmp_path)
-    wrong = [(c, r) for (c, _), r in zip(PROMPTS, results) if not r["all_correct"]]
+def test_shipped_model_follows_fixed_prompts(fixed_prompt_scores):
+    wrong = [(c, r) for (c, _), r in zip(PROMPTS, fixed_prompt_scores) if not r["all_correct"]]
     assert len(wrong) <= 1, wrong  # tolerance: one clip of four may miss an attribute
 
 
@@ -277,13 +283,6 @@ def test_shipped_vae_round_trip_of_a_rendered_clip_stays_above_its_floor():
     assert 10 * np.log10(255**2 / mse) > VAE_FLOOR_DB
 
 
-@pytest.fixture(scope="module")
-def shipped_pipe():
-    from videogen.pipeline import VideoPipeline
-
-    return VideoPipeline.from_pretrained(default_model_path(), device="cpu")
-
-
 def _clip(seed: int, num_frames: int, **attributes):
     from videogen.data.shapes import render, sample_spec
 
@@ -291,36 +290,43 @@ def _clip(seed: int, num_frames: int, **attributes):
     return spec, render(spec, size=64, num_frames=num_frames)
 
 
-def _extended(pipe):
+# each task runs once per module: (spec, input frames, output frames), shared by its floor and its target test
+
+
+@pytest.fixture(scope="module")
+def extended(shipped_pipe):
     spec, frames = _clip(21, 33, color="red", shape="circle", direction="left", background="black")
     frames = frames[:17]  # the first half of a 33-frame path: the object has room to go on
-    return spec, frames, pipe.extend(frames, spec.caption, 16, seed=0, progress=False).frames
+    return spec, frames, shipped_pipe.extend(frames, spec.caption, 16, seed=0, progress=False).frames
 
 
-def _interpolated(pipe):
+@pytest.fixture(scope="module")
+def interpolated(shipped_pipe):
     spec, frames = _clip(22, 17, color="green", shape="square", direction="right", background="white")
-    return spec, frames, pipe.interpolate(frames[0], frames[-1], spec.caption, 17, seed=0, progress=False).frames
+    out = shipped_pipe.interpolate(frames[0], frames[-1], spec.caption, 17, seed=0, progress=False).frames
+    return spec, frames, out
 
 
-def _animated(pipe):
+@pytest.fixture(scope="module")
+def animated(shipped_pipe):
     spec, frames = _clip(23, 1, color="blue", shape="triangle", direction="down", background="gray")
-    return spec, frames, pipe.extend(frames[0], spec.caption, 16, seed=0, progress=False).frames
+    return spec, frames, shipped_pipe.extend(frames[0], spec.caption, 16, seed=0, progress=False).frames
 
 
 @needs_shipped
-def test_shipped_model_extends_a_clip_keeping_colour_and_direction(shipped_pipe):
+def test_shipped_model_extends_a_clip_keeping_colour_and_direction(extended):
     measures = _tool("eval_tasks")
-    spec, frames, out = _extended(shipped_pipe)
+    spec, frames, out = extended
     assert out.shape == (33, 64, 64, 3) and np.array_equal(out[:17], frames)  # the input, as it was
     kept = measures.attributes_kept(out[17:], spec)
     assert kept["color"] and kept["direction"], kept  # measured; the shape is not kept (see below)
 
 
 @needs_shipped
-def test_shipped_model_interpolates_from_one_frame_to_the_other(shipped_pipe):
+def test_shipped_model_interpolates_from_one_frame_to_the_other(interpolated):
     from videogen.eval.shapes import analyze
 
-    spec, frames, out = _interpolated(shipped_pipe)
+    spec, frames, out = interpolated
     assert out.shape == (17, 64, 64, 3)
     assert np.array_equal(out[0], frames[0]) and np.array_equal(out[-1], frames[-1])
     seen = analyze(out)
@@ -328,33 +334,33 @@ def test_shipped_model_interpolates_from_one_frame_to_the_other(shipped_pipe):
 
 
 @needs_shipped
-def test_shipped_model_animates_an_image_in_its_colour(shipped_pipe):
+def test_shipped_model_animates_an_image_in_its_colour(animated):
     measures = _tool("eval_tasks")
-    spec, frames, out = _animated(shipped_pipe)
+    spec, frames, out = animated
     assert out.shape == (17, 64, 64, 3) and np.array_equal(out[0], frames[0])
     assert measures.attributes_kept(out, spec)["color"]
 
 
 @needs_shipped
 @pytest.mark.xfail(strict=True, reason=NOT_MET)
-def test_shipped_model_extends_seamlessly_keeping_the_shape(shipped_pipe):
+def test_shipped_model_extends_seamlessly_keeping_the_shape(extended):
     measures = _tool("eval_tasks")
-    spec, _, out = _extended(shipped_pipe)
+    spec, _, out = extended
     assert measures.attributes_kept(out[17:], spec)["shape"]
     assert measures.seam_jump(out, 17) < 3.0  # the first new frame is about one frame's motion on (measured 6.6)
 
 
 @needs_shipped
 @pytest.mark.xfail(strict=True, reason=NOT_MET)
-def test_shipped_model_interpolates_along_a_steady_path(shipped_pipe):
-    spec, _, out = _interpolated(shipped_pipe)
+def test_shipped_model_interpolates_along_a_steady_path(interpolated):
+    spec, _, out = interpolated
     mean_dev, max_dev = _tool("eval_tasks").path_deviation(out, spec)
     assert mean_dev < 0.06 and max_dev < 0.15, (mean_dev, max_dev)  # fractions of the side (measured 0.26, 0.59)
 
 
 @needs_shipped
 @pytest.mark.xfail(strict=True, reason=NOT_MET)
-def test_shipped_model_animates_an_image_as_prompted(shipped_pipe):
-    spec, _, out = _animated(shipped_pipe)
+def test_shipped_model_animates_an_image_as_prompted(animated):
+    spec, _, out = animated
     kept = _tool("eval_tasks").attributes_kept(out, spec)
     assert all(kept.values()), kept

@@ -98,7 +98,7 @@ def test_vae_run_with_a_frozen_encoder_trains_the_decoder_only(tmp_path):
     from videogen.errors import ConfigError
     from videogen.train.config import validate
 
-    def cfg(run, **model):
+    def cfg(**model):
         c = tiny_config(task="vae", data={"kind": "shapes", "shapes_samples": 4, "shapes_size": 16, "frames": [5]},
                         objective={"sample_posterior": False}, optim={"lr": 1e-2}, train={"max_steps": 3, "batch_size": 2})
         c.model.vae_arch.base_dim, c.model.vae_arch.dim_mult = 8, [1, 1, 1, 1]
@@ -106,9 +106,9 @@ def test_vae_run_with_a_frozen_encoder_trains_the_decoder_only(tmp_path):
             setattr(c.model, key, value)
         return c
 
-    Trainer(cfg("a"), tmp_path / "a", show_progress=False).run()
+    Trainer(cfg(), tmp_path / "a", show_progress=False).run()
     base = tmp_path / "a" / "model"
-    Trainer(cfg("b", vae=str(base), freeze_encoder=True), tmp_path / "b", show_progress=False).run()
+    Trainer(cfg(vae=str(base), freeze_encoder=True), tmp_path / "b", show_progress=False).run()
     before = load(str(base / "vae" / "diffusion_pytorch_model.safetensors"))
     after = load(str(tmp_path / "b" / "model" / "vae" / "diffusion_pytorch_model.safetensors"))
     frozen = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
@@ -117,7 +117,7 @@ def test_vae_run_with_a_frozen_encoder_trains_the_decoder_only(tmp_path):
     assert all(torch.equal(before[k], after[k]) for k in frozen)
     assert any(not torch.equal(before[k], after[k]) for k in trained)
     with pytest.raises(ConfigError, match="freeze_encoder"):
-        validate(cfg("c", freeze_encoder=True, latent_stats="measure"))
+        validate(cfg(freeze_encoder=True, latent_stats="measure"))
 
 
 def test_crop_is_refused_outside_vae_shapes_runs():
