@@ -263,3 +263,27 @@ def test_offload_on_gpu_gives_the_same_frames(tiny_wan_folder):
     b = offloaded.generate(PROMPT, **SMALL, num_steps=2, seed=3, progress=False)
     assert np.abs(a.frames.astype(int) - b.frames.astype(int)).max() <= 1
     assert next(offloaded.transformer.parameters()).device.type == "cpu"
+
+
+def test_loading_a_diffusers_folder_imports_none_of_diffusers_model_classes(tiny_wan_folder):
+    """The folder names diffusers' classes; resolving those names would import every diffusers model of their
+    kind (~2 s per model of `videogen generate`). The configs still load exactly as diffusers saved them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, json\n"
+        "from videogen.pipeline import VideoPipeline\n"
+        f"pipe = VideoPipeline.from_pretrained({str(tiny_wan_folder)!r}, device='cpu')\n"
+        "heavy = [m for m in sys.modules if m.startswith(('diffusers.models.autoencoders.', "
+        "'diffusers.models.transformers.'))]\n"
+        "print(json.dumps({'heavy': heavy, 'vae': dict(pipe.vae.config), 'dit': dict(pipe.transformer.config)}, default=str))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert loaded["heavy"] == []
+    for part, key in (("vae", "vae"), ("transformer", "dit")):
+        saved = json.loads((tiny_wan_folder / part / "config.json").read_text())
+        shared = {k: v for k, v in saved.items() if not k.startswith("_") and k in loaded[key]}
+        assert len(shared) >= 8
+        assert all(json.dumps(loaded[key][k], default=str) == json.dumps(v) for k, v in shared.items()), part

@@ -18,7 +18,6 @@ Config keys and state-dict names are those of diffusers' ``WanTransformer3DModel
 
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Sequence
 
@@ -31,6 +30,7 @@ from einops import rearrange
 from torch import nn
 
 from videogen.errors import InputError, ModelError
+from videogen.models.config import as_own_class
 from videogen.models.attention import attention, backend_name, resolve_backend
 
 # Published configurations (the ``transformer/config.json`` of the Wan2.1 diffusers checkpoints), and a tiny one
@@ -314,18 +314,8 @@ class VideoDiT(ModelMixin, ConfigMixin):
 
     @classmethod
     def extract_init_dict(cls, config_dict, **kwargs):
-        """diffusers' config parsing, minus its look-up of the ``_class_name`` a folder names.
-
-        Wan folders (and ours, for diffusers' sake) name ``WanTransformer3DModel``; diffusers resolves that
-        class only to drop its config keys this class lacks, and resolving it imports every diffusers
-        transformer model: ~2 s of ``videogen generate``'s wall time on a CPU. Our keys are that class's
-        (see __init__), so the same keys are dropped here without the import.
-        """
-        if config_dict.get("_class_name") == "WanTransformer3DModel":
-            known = set(inspect.signature(cls.__init__).parameters) - {"self"}
-            config_dict = {k: v for k, v in config_dict.items() if k.startswith("_") or k in known}
-            config_dict["_class_name"] = cls.__name__
-        return super().extract_init_dict(config_dict, **kwargs)
+        """diffusers' config parsing, minus its import of the class a folder names (see `as_own_class`)."""
+        return super().extract_init_dict(as_own_class(cls, config_dict, "WanTransformer3DModel"), **kwargs)
 
     @register_to_config
     def __init__(

@@ -32,6 +32,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
 from videogen.errors import ConfigError, InputError, ModelError
+from videogen.models.config import as_own_class
 from videogen.models.vae_blocks import CausalConv3d, Decoder, Encoder, StreamCache
 
 # Per-channel statistics of Wan2.1 latents (diffusers' AutoencoderKLWan defaults); Wan pipelines feed
@@ -94,6 +95,11 @@ class CausalVideoVAE(ModelMixin, ConfigMixin):
     """
 
     _supports_gradient_checkpointing = True
+
+    @classmethod
+    def extract_init_dict(cls, config_dict, **kwargs):
+        """diffusers' config parsing, minus its import of the class a folder names (see `as_own_class`)."""
+        return super().extract_init_dict(as_own_class(cls, config_dict, "AutoencoderKLWan"), **kwargs)
 
     @register_to_config
     def __init__(
