@@ -121,3 +121,19 @@ def test_as_a_process_no_traceback(tmp_path):
     )
     assert out.returncode == 2
     assert out.stderr == "error: number of frames 8 is not 4k+1: use 5 or 9\n"
+
+
+def test_as_a_process_the_quick_exit_keeps_the_output_and_the_report(tiny_wan_folder, tmp_path):
+    """The console script skips the interpreter's teardown after a generation: nothing written may be lost."""
+    from videogen.io import probe_video
+
+    out = tmp_path / "clip.mp4"
+    done = subprocess.run([sys.executable, "-m", "videogen", "generate", PROMPT, "--model", str(tiny_wan_folder), *FAST,
+                           "-o", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"wrote {out} in ") and done.stdout.endswith(")\n")
+    assert "decoding" in done.stderr and probe_video(out).frames == 9
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]  # no temporary file left behind
+    again = subprocess.run([sys.executable, "-m", "videogen", "generate", PROMPT, "--model", str(tiny_wan_folder), *FAST,
+                            "-o", str(out)], capture_output=True, text=True)
+    assert again.returncode == 2 and again.stderr.startswith("error: ") and again.stderr.count("\n") == 1

@@ -1,3 +1,3 @@
-from videogen.cli import main
+from videogen.cli import run
 
-raise SystemExit(main())
+run()
