@@ -85,3 +85,27 @@ def test_subprocess_exit_codes(files):
     assert bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
     usage = run("info")
     assert usage.returncode == 2 and usage.stderr.startswith("error: ")
+
+
+
+@pytest.mark.parametrize("argv, quick", [
+    (["info"], True),
+    (["--debug", "info"], True),  # a global option before the command: the parsed command decides, not argv[0]
+    (["--version"], False),
+])
+def test_console_script_exits_quickly_after_file_commands_only(files, monkeypatch, capsys, argv, quick):
+    from videogen import cli
+
+    exits = []
+
+    def quick_exit(code):  # os._exit would end pytest itself
+        exits.append(code)
+        raise SystemExit(code)
+
+    monkeypatch.setattr(cli.os, "_exit", quick_exit)
+    args = argv if argv == ["--version"] else [*argv, str(files / "clip.mp4")]
+    monkeypatch.setattr(sys, "argv", ["videogen", *args])
+    with pytest.raises(SystemExit) as done:
+        cli.run()
+    assert done.value.code == 0
+    assert exits == ([0] if quick else [])

@@ -432,26 +432,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return _dispatch(argv)[0]
+
+
+def _dispatch(argv: list[str] | None) -> tuple[int, str | None]:
+    """Run the command ``argv`` names: its exit status, and the command (None when none was given)."""
     started = time.perf_counter()
     parser = build_parser()
     args = parser.parse_args(argv)
     args.started = started  # commands report their time from here: the imports a user waits for count
     if args.command is None:
         parser.print_help()
-        return EXIT_USER_ERROR
+        return EXIT_USER_ERROR, None
     try:
-        return args.run(args) or 0
+        return args.run(args) or 0, args.command
     except VideogenError as e:
         if args.debug:
             raise
         print(f"error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return EXIT_USER_ERROR, args.command
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
-        return 130
+        return 130, args.command
 
 
-# Commands that only read inputs and write files. Once one has returned, its outputs are renamed into place
+# Commands that read inputs and write files or a report. Once one has returned, its outputs are renamed into place
 # and closed, and the interpreter's teardown (freeing torch's and the libraries' state: ~3 s of a 15 s
 # `videogen generate` on a 2-core CPU, measured) has nothing left to do for the user.
 QUICK_EXIT = {"generate", "extend", "interpolate", "reconstruct", "info"}
@@ -459,9 +464,8 @@ QUICK_EXIT = {"generate", "extend", "interpolate", "reconstruct", "info"}
 
 def run() -> None:
     """The console script: `main`, then, after a file-writing command, exit without the interpreter's teardown."""
-    argv = sys.argv[1:]
-    code = main(argv)
-    if argv and argv[0] in QUICK_EXIT:
+    code, command = _dispatch(sys.argv[1:])
+    if command in QUICK_EXIT:
         import logging
 
         logging.shutdown()
