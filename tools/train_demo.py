@@ -11,8 +11,9 @@ Stages, each a `videogen.train` run with a fixed seed into its own run folder un
 4. ``demo-dit-more``: stage 3 continued from its last checkpoint (optimizer, EMA and data order included)
    to step ``--dit-more-steps`` (7000), with the noise levels shifted toward noise (`DIT_MORE`), where the
    colour and the direction of a clip are decided;
-5. assembly: stage 4's model folder (EMA weights, diffusers layout, safetensors) is copied into ``--assets`` (``assets/demo-model``) with a ``videogen.json`` of demo defaults (frames, size,
-   fps, steps, guidance, sampler, shift, frame conditioning), stored in float16 when float32 would exceed
+5. assembly: stage 4's model folder (EMA weights, diffusers layout, safetensors) is copied into
+   ``--assets`` (``assets/demo-model``) with a ``videogen.json`` of demo defaults (frames, size, fps,
+   steps, guidance, sampler, shift, frame conditioning), stored in float16 when float32 would exceed
    ``--max-mb``, and with the record of the training in ``TRAINING.md`` and ``training.json``.
 
 A stage whose run folder has a checkpoint resumes from it (the trainer's ``--resume``), and a stage that
@@ -317,10 +318,10 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--vae-config", type=Path, default=ROOT / "configs" / "demo-vae.yaml")
     p.add_argument("--dit-config", type=Path, default=ROOT / "configs" / "demo-dit.yaml")
     p.add_argument("--dit-more-steps", type=int, default=7000, help="the step stage dit-more continues the DiT to")
-    p.add_argument("--seed", type=int, default=0, help="seed of both stages (weights, data order, noise)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override in both stages")
+    p.add_argument("--seed", type=int, default=0, help="seed of every stage (weights, data order, noise)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override in every stage")
     p.add_argument("--set-vae", action="append", default=[], metavar="KEY=VALUE", help="override in both VAE stages")
-    p.add_argument("--set-dit", action="append", default=[], metavar="KEY=VALUE", help="override in the DiT stage")
+    p.add_argument("--set-dit", action="append", default=[], metavar="KEY=VALUE", help="override in both DiT stages")
     p.add_argument("--max-mb", type=float, default=30.0, help="size limit of the shipped folder (MB)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --assets folder")
     return p.parse_args(argv)

@@ -30,8 +30,8 @@ from einops import rearrange
 from torch import nn
 
 from videogen.errors import InputError, ModelError
-from videogen.models.config import as_own_class
 from videogen.models.attention import attention, backend_name, resolve_backend
+from videogen.models.config import as_own_class
 
 # Published configurations (the ``transformer/config.json`` of the Wan2.1 diffusers checkpoints), and a tiny one
 # for tests and the CPU demo. Keys not given take the constructor defaults.
