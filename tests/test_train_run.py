@@ -243,3 +243,57 @@ def test_demo_recipe_from_scratch_on_shapes_gives_a_loadable_model(tiny_wan_fold
     video = pipe.generate("a blue square moving up on a white background", num_frames=5, height=32, width=32,
                           num_steps=2, seed=0, progress=False)
     assert video.frames.shape == (5, 32, 32, 3)
+
+
+def test_a_4x_vae_and_a_4x4_patch_dit_from_scratch_make_a_working_model(tmp_path):
+    # the demo recipe's shapes: a VAE with two downsampling stages (64x64 -> 16x16 latents) and a DiT whose
+    # tokens are 4x4 latent pixels, so a token still covers 16x16 pixels, as with Wan2.1's 8x and 2x2
+    from videogen import pipeline
+    from videogen.errors import InputError
+    from videogen.models.vae import CausalVideoVAE
+
+    vae_cfg = tiny_config(task="vae", data={"kind": "shapes", "shapes_samples": 2, "shapes_size": 32, "frames": [5]},
+                          objective={"sample_posterior": False}, train={"max_steps": 1, "batch_size": 2})
+    vae_cfg.model.vae_arch.base_dim, vae_cfg.model.vae_arch.dim_mult = 8, [1, 2, 2]
+    vae_cfg.model.vae_arch.temperal_downsample = [True, True]
+    Trainer(vae_cfg, tmp_path / "vae", show_progress=False).run()
+    vae = CausalVideoVAE.from_pretrained(tmp_path / "vae" / "model" / "vae")
+    assert (vae.spatial_compression, vae.temporal_compression) == (4, 4)
+    assert (vae.config.scale_factor_spatial, vae.config.scale_factor_temporal) == (4, 4)  # what pipelines read
+    assert vae.encode(torch.zeros(1, 3, 5, 32, 32)).mean.shape == (1, 16, 2, 8, 8)
+
+    dit_cfg = tiny_config(model={"vae": str(tmp_path / "vae" / "model"), "train_text_encoder": True},
+                          data={"kind": "shapes", "shapes_samples": 2, "shapes_size": 32},
+                          train={"max_steps": 1, "batch_size": 2}, validation={"prompts": []})
+    dit_cfg.model.dit.patch_size = [1, 4, 4]
+    Trainer(dit_cfg, tmp_path / "dit", show_progress=False).run()
+    pipe = pipeline.VideoPipeline.from_pretrained(tmp_path / "dit" / "model")
+    assert tuple(pipe.transformer.config.patch_size) == (1, 4, 4) and pipe.size_multiple == 16
+    video = pipe.generate("a blue square moving up on a white background", num_frames=5, height=32, width=48,
+                          num_steps=2, seed=0, progress=False)
+    assert video.frames.shape == (5, 32, 48, 3)
+    with pytest.raises(InputError, match="multiple of 16"):
+        pipe.make_request("x", height=40)
+
+
+def test_warm_start_moves_a_dit_to_new_patches_keeping_its_blocks():
+    from videogen.errors import ModelError
+    from videogen.models.dit import VideoDiT
+    from videogen.train.models import warm_start
+
+    arch = dict(num_layers=2, num_attention_heads=2, attention_head_dim=8, ffn_dim=32, freq_dim=16, text_dim=16,
+                in_channels=4, out_channels=4)
+    torch.manual_seed(0)
+    source = VideoDiT(**arch, patch_size=(1, 2, 2))
+    torch.manual_seed(1)
+    model = VideoDiT(**arch, patch_size=(1, 4, 4))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fresh = warm_start(model, source)
+    assert set(fresh) == {"patch_embedding.weight", "proj_out.weight", "proj_out.bias"}
+    for name, value in model.state_dict().items():
+        expected = before[name] if name in fresh else source.state_dict()[name]
+        assert torch.equal(value, expected), name
+    with pytest.raises(ModelError, match="shares no block"):
+        warm_start(model, VideoDiT(**{**arch, "attention_head_dim": 4}))
+    with pytest.raises(Exception, match="dit_init starts a new DiT"):
+        tiny_config(task="vae", model={"dit_init": "somewhere"})

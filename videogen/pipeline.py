@@ -107,7 +107,8 @@ def check_num_frames(num_frames, temporal: int = 4) -> int:
 
 
 def check_size(name: str, value, multiple: int = 16) -> int:
-    """Heights and widths are multiples of 16: 8x VAE downsampling, then 2x2 DiT patches."""
+    """Heights and widths are multiples of the model's pixel tile: 16 for 8x VAE downsampling, then 2x2
+    DiT patches (Wan2.1); the pipeline passes its own (`VideoPipeline.size_multiple`)."""
     n = _positive_int(name, value)
     if n % multiple:
         lower = n // multiple * multiple
@@ -370,8 +371,8 @@ class VideoPipeline:
             prompt=prompt,
             negative_prompt=d["negative_prompt"] if negative_prompt is None else negative_prompt,
             num_frames=check_num_frames(d["num_frames"], self.vae.temporal_compression),
-            height=check_size("height", d["height"]),
-            width=check_size("width", d["width"]),
+            height=check_size("height", d["height"], self.size_multiple),
+            width=check_size("width", d["width"], self.size_multiple),
             num_steps=_positive_int("number of steps", d["num_steps"]),
             guidance_scale=_finite("guidance scale", d["guidance_scale"]),
             shift=None if d["shift"] is None else _finite("shift", d["shift"], positive=True),
@@ -379,6 +380,12 @@ class VideoPipeline:
             fps=_finite("fps", d["fps"], positive=True),
             seed=secrets.randbits(63) if seed is None else _seed(seed),
         )
+
+    @property
+    def size_multiple(self) -> int:
+        """Pixels per DiT token along H and W: the VAE's spatial compression times the patch (16 for Wan2.1)."""
+        _, ph, pw = self.transformer.config.patch_size
+        return self.vae.spatial_compression * math.lcm(ph, pw)
 
     def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int, int]:
         """``(1, C, T', H', W')`` with T' = 1 + (T - 1) / 4 and H' = H / 8."""

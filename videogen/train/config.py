@@ -28,6 +28,7 @@ class DiTArch:
     ffn_dim: int = 64  # hidden width of the feed-forward
     freq_dim: int = 32  # sinusoidal timestep embedding size
     text_dim: int = 32  # width of the text states (the T5 d_model)
+    patch_size: list[int] = field(default_factory=lambda: [1, 2, 2])  # latent (t, h, w) per token
 
 
 @dataclass
@@ -57,6 +58,8 @@ class ModelConfig:
     pretrained: Optional[str] = None  # model folder (diffusers layout) to start from; None: from scratch
     vae: Optional[str] = None  # VAE folder for a DiT run when `pretrained` is None (e.g. a VAE run's model/)
     text_encoder: Optional[str] = None  # folder with text_encoder/ + tokenizer/ when `pretrained` is None
+    dit_init: Optional[str] = None  # model folder whose transformer starts a new DiT where names and shapes match
+    # (train.models.warm_start): a DiT moved to another VAE's latents keeps its blocks, relearns its patch in/out
     latent_stats: Literal["keep", "measure"] = "keep"  # VAE runs: "measure" writes the trained VAE's own per-channel
     # latent mean/std into its config (what normalize() uses); "keep" leaves them (a fine-tuned Wan VAE must keep Wan's)
     inflate_vae: bool = False  # VAE runs from a VAE trained on single frames: see train.models.inflate_temporal
@@ -208,6 +211,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise ConfigError(f"train.{name}: {getattr(t, name)} must be at least 1")
     if cfg.model.freeze_encoder and (cfg.task != "vae" or cfg.model.latent_stats != "keep"):
         raise ConfigError("model.freeze_encoder applies to VAE runs with model.latent_stats: keep (the latents do not change)")
+    if cfg.model.dit_init is not None and (cfg.task != "dit" or cfg.model.pretrained is not None):
+        raise ConfigError("model.dit_init starts a new DiT (task: dit, no model.pretrained)")
     if cfg.mode == "lora" and cfg.task != "dit":
         raise ConfigError("mode: lora applies to the DiT only (task: dit)")
     if cfg.mode == "lora" and cfg.lora.rank < 1:

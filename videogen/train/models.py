@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ import torch
 
 from videogen.errors import ModelError
 from videogen.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------------- loading
 
@@ -61,7 +64,9 @@ def _vae(cfg: TrainConfig):
     arch = cfg.model.vae_arch
     return CausalVideoVAE(base_dim=arch.base_dim, z_dim=arch.z_dim, dim_mult=list(arch.dim_mult),
                           num_res_blocks=arch.num_res_blocks, attn_scales=[],
-                          temperal_downsample=list(arch.temperal_downsample))
+                          temperal_downsample=list(arch.temperal_downsample),
+                          scale_factor_spatial=2 ** (len(arch.dim_mult) - 1),
+                          scale_factor_temporal=2 ** sum(bool(t) for t in arch.temperal_downsample))
 
 
 def _text(cfg: TrainConfig):
@@ -88,9 +93,34 @@ def _dit(cfg: TrainConfig, latent_channels: int, text_dim: int):
     if cfg.model.pretrained is not None:
         return VideoDiT.from_pretrained(component_folder(cfg.model.pretrained, "transformer"))
     a = cfg.model.dit
-    return VideoDiT(num_layers=a.num_layers, num_attention_heads=a.num_attention_heads,
-                    attention_head_dim=a.attention_head_dim, ffn_dim=a.ffn_dim, freq_dim=a.freq_dim,
-                    text_dim=text_dim, in_channels=latent_channels, out_channels=latent_channels)
+    dit = VideoDiT(num_layers=a.num_layers, num_attention_heads=a.num_attention_heads,
+                   attention_head_dim=a.attention_head_dim, ffn_dim=a.ffn_dim, freq_dim=a.freq_dim,
+                   text_dim=text_dim, in_channels=latent_channels, out_channels=latent_channels,
+                   patch_size=tuple(a.patch_size))
+    if cfg.model.dit_init is not None:
+        warm_start(dit, VideoDiT.from_pretrained(component_folder(cfg.model.dit_init, "transformer")))
+    return dit
+
+
+def warm_start(model: torch.nn.Module, source: torch.nn.Module) -> list[str]:
+    """Copy every tensor of ``source`` into ``model`` whose name and shape match; returns the names left new.
+
+    This moves a trained DiT to a new VAE: with the same blocks and token grid, everything but the patch
+    embedding and the output projection (whose shapes follow the latent channels and the patch) carries
+    over. A source whose blocks differ is an error, not a silent fresh start.
+    """
+    theirs = source.state_dict()
+    ours = model.state_dict()
+    same = {k: v for k, v in theirs.items() if k in ours and ours[k].shape == v.shape}
+    blocks = [k for k in ours if k.startswith("blocks.")]
+    if not all(k in same for k in blocks):
+        raise ModelError("dit_init: its transformer's blocks differ from this DiT's (layers, widths, heads): "
+                         "it shares no blocks to start from")
+    model.load_state_dict(same, strict=False)
+    fresh = sorted(k for k in ours if k not in same)
+    log.info("warm start: %d of %d tensors from the source DiT; new: %s", len(same), len(ours),
+             ", ".join(fresh) or "none")
+    return fresh
 
 
 def load_components(cfg: TrainConfig) -> Components:
