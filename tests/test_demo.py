@@ -98,6 +98,8 @@ TINY = [
     "--set", "data.frames=[5]", "--set", "train.log_every=1",
     "--set-vae", "model.vae_arch.base_dim=8", "--set-vae", "model.vae_arch.dim_mult=[1,1,1,1]",
     "--set-vae", "data.crop=16",
+    "--set-vae4", "model.vae_arch.base_dim=8", "--set-vae4", "model.vae_arch.dim_mult=[1,1,1]",
+    "--set-vae4", "data.crop=16",
     "--set-dit", "model.dit.num_layers=1", "--set-dit", "model.dit.num_attention_heads=2",
     "--set-dit", "model.dit.attention_head_dim=12", "--set-dit", "model.dit.ffn_dim=32",
     "--set-dit", "model.text.d_model=16", "--set-dit", "model.text.num_layers=1",
@@ -111,15 +113,17 @@ TINY = [
 @pytest.fixture(scope="module")
 def tiny_demo(tmp_path_factory):
     """train_demo on a tiny override: 1 step per stage (2 for dit-more, which continues dit's checkpoint), then
-    again with the DiT to 2 steps and dit-more to 3 (resumes)."""
+    again with the DiT to 2 steps and dit-more to 3 (resumes), and with --vae4 (stages 5 and 6, shipped)."""
     root = tmp_path_factory.mktemp("demo")
     tool = _tool("train_demo")
     args = ["--runs", str(root / "runs"), "--assets", str(root / "demo-model"), *TINY]
     assert tool.main([*args, "--set", "train.max_steps=1", "--dit-more-steps", "2"]) == 0
     first = json.loads((root / "demo-model" / "training.json").read_text())
-    assert tool.main([*args, "--set-vae", "train.max_steps=1"]) == 2  # the shipped folder is not replaced...
-    assert tool.main([*args, "--set-vae", "train.max_steps=1", "--set-dit", "train.max_steps=2", "--dit-more-steps", "3",
-                      "--overwrite"]) == 0
+    assert json.loads((root / "demo-model" / "transformer" / "config.json").read_text())["patch_size"] == [1, 2, 2]
+    vaes = ["--set-vae", "train.max_steps=1", "--set-vae4", "train.max_steps=1"]
+    assert tool.main([*args, *vaes]) == 2  # the shipped folder is not replaced...
+    assert tool.main([*args, *vaes, "--set-dit", "train.max_steps=2", "--dit-more-steps", "3", "--overwrite",
+                      "--vae4"]) == 0
     return root, first
 
 
@@ -139,22 +143,27 @@ def test_train_demo_trains_resumes_and_assembles(tiny_demo):
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
     record = json.loads((model / "training.json").read_text())
     assert record["weights_dtype"] == "float16" and record["total_mb"] <= 0.3 < record["float32_weight_mb"]
+    assert list(first["stages"]) == ["vae-images", "vae", "dit", "dit-more"]  # without --vae4
     assert [first["stages"][s]["steps"] for s in ("vae", "dit", "dit-more")] == [1, 1, 2]
     vae, dit, more = record["stages"]["vae"], record["stages"]["dit"], record["stages"]["dit-more"]
     assert (vae["steps"], vae["invocations"], dit["steps"], dit["invocations"]) == (1, 1, 2, 2)  # skipped; resumed
     assert (more["steps"], more["invocations"]) == (3, 2)
+    assert [(record["stages"][s]["steps"], record["stages"][s]["invocations"]) for s in ("vae4-images", "vae4", "dit4")
+            ] == [(1, 1), (1, 1), (2, 1)]
     more_log = (root / "runs" / "demo-dit-more" / "log.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in more_log[1:]] == ["1", "2", "3"]  # dit's step 1, then its own
     assert dit["seconds"] > first["stages"]["dit"]["seconds"] and np.isfinite(dit["final_loss"])
     log = (root / "runs" / "demo-dit" / "log.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in log[1:]] == ["1", "2"]  # one log row per step: resumed, not restarted
     text = (model / "TRAINING.md").read_text()
-    assert all(f"| {stage} |" in text for stage in ("vae", "dit", "dit-more")) and "float16" in text
-    # the shipped DiT is dit-more's, not dit's
+    assert all(f"| {stage} |" in text for stage in ("vae", "dit", "dit-more", "vae4", "dit4")) and "float16" in text
+    # the shipped DiT is dit4's (on the 4x VAE, warm-started from dit-more), not dit's or dit-more's
     shipped = load_file(str(model / "transformer" / "diffusion_pytorch_model.safetensors"))
-    for stage, same in (("dit-more", True), ("dit", False)):
+    assert json.loads((model / "transformer" / "config.json").read_text())["patch_size"] == [1, 4, 4]
+    assert json.loads((model / "vae" / "config.json").read_text())["dim_mult"] == [1, 1, 1]  # the 4x VAE
+    for stage, same in (("dit4", True), ("dit-more", False), ("dit", False)):
         trained = load_file(str(root / "runs" / f"demo-{stage}" / "model" / "transformer" / "diffusion_pytorch_model.safetensors"))
-        assert all(torch.equal(shipped[k], trained[k].half()) for k in trained) == same
+        assert all(k in shipped and torch.equal(shipped[k], trained[k].half()) for k in trained) == same
     assert "_name_or_path" not in json.loads((model / "vae" / "config.json").read_text())
     # the text length the DiT trained with travels with the folder
     assert json.loads((model / "tokenizer" / "tokenizer_config.json").read_text())["model_max_length"] == 16

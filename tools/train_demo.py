@@ -11,10 +11,20 @@ Stages, each a `videogen.train` run with a fixed seed into its own run folder un
 4. ``demo-dit-more``: stage 3 continued from its last checkpoint (optimizer, EMA and data order included)
    to step ``--dit-more-steps`` (7000), with the noise levels shifted toward noise (`DIT_MORE`), where the
    colour and the direction of a clip are decided;
-5. assembly: stage 4's model folder (EMA weights, diffusers layout, safetensors) is copied into
-   ``--assets`` (``assets/demo-model``) with a ``videogen.json`` of demo defaults (frames, size, fps,
-   steps, guidance, sampler, shift, frame conditioning), stored in float16 when float32 would exceed
-   ``--max-mb``, and with the record of the training in ``TRAINING.md`` and ``training.json``.
+5. ``demo-vae4-images``, ``demo-vae4``: a second VAE, with 4x spatial compression instead of 8x, trained
+   as stages 1 and 2 (configs/demo-vae4-images.yaml, configs/demo-vae4.yaml): the 8x VAE draws every
+   shape as a blob, which caps the shape accuracy of everything built on it;
+6. ``demo-dit4``: stage 4's DiT and T5 moved onto the 4x VAE's latents (configs/demo-dit4.yaml): 1x4x4
+   patches keep its token grid, so its blocks and T5 carry over (``model.dit_init``) and only the patch
+   embedding and output projection start new (the latent cache goes to ``RUNS/cache4``);
+7. assembly: stage 4's model folder, or stage 6's with ``--vae4`` (EMA weights, diffusers layout,
+   safetensors), is copied into ``--assets`` (``assets/demo-model``) with a ``videogen.json`` of demo
+   defaults (frames, size, fps, steps, guidance, sampler, shift, frame conditioning), stored in float16
+   when float32 would exceed ``--max-mb``, and with the record of the training in ``TRAINING.md`` and
+   ``training.json``.
+
+Stages 5 and 6 run with ``--vae4`` only: work in progress on issue 7 (the 4x VAE reconstructs far better;
+the DiT moved onto it does not generate better yet: docs/benchmarks.md, "4x VAE").
 
 A stage whose run folder has a checkpoint resumes from it (the trainer's ``--resume``), and a stage that
 already reached its ``train.max_steps`` with its model exported is skipped, so the training may span
@@ -24,6 +34,7 @@ invocations in ``RUNS/train_demo.json``.
 Usage (from the repository root)::
 
     python tools/train_demo.py                                   # the real recipe, ~3 h on a 2-core CPU
+    python tools/train_demo.py --vae4                            # and stages 5-6, ~1.5 h more
     python tools/train_demo.py --runs /tmp/r --assets /tmp/m --set train.max_steps=2 \\
         --set data.shapes_samples=4 ...                         # a smoke run (tests/test_demo.py)
 """
@@ -48,6 +59,7 @@ sys.path.insert(0, str(ROOT))
 from videogen.errors import InputError, ResourceError, VideogenError  # noqa: E402
 
 STAGES = ("vae-images", "vae", "dit", "dit-more")
+VAE4_STAGES = ("vae4-images", "vae4", "dit4")  # with --vae4
 # Measured on the DiT after stage 3: swapping the colour word raised its loss by 16% at
 # sigma 0.9 and swapping the direction word by 1%: the text decides a clip at high noise, where the model
 # was weakest (loss 0.29 there vs 0.09 at sigma 0.6). Shift 2 moves the median training sigma from 0.5 to 0.67.
@@ -198,7 +210,7 @@ def _update_progress(rec: StageRecord, run: Path) -> None:
 
 
 def demo_defaults(cfg) -> dict:
-    """videogen.json of the shipped model: the validation settings stage 2 was watched with."""
+    """videogen.json of the shipped model: the validation settings its DiT stage was watched with."""
     v, o = cfg.validation, cfg.objective
     return {
         "num_frames": v.frames,
@@ -317,11 +329,17 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--vae-images-config", type=Path, default=ROOT / "configs" / "demo-vae-images.yaml")
     p.add_argument("--vae-config", type=Path, default=ROOT / "configs" / "demo-vae.yaml")
     p.add_argument("--dit-config", type=Path, default=ROOT / "configs" / "demo-dit.yaml")
+    p.add_argument("--vae4-images-config", type=Path, default=ROOT / "configs" / "demo-vae4-images.yaml")
+    p.add_argument("--vae4-config", type=Path, default=ROOT / "configs" / "demo-vae4.yaml")
+    p.add_argument("--dit4-config", type=Path, default=ROOT / "configs" / "demo-dit4.yaml")
     p.add_argument("--dit-more-steps", type=int, default=7000, help="the step stage dit-more continues the DiT to")
     p.add_argument("--seed", type=int, default=0, help="seed of every stage (weights, data order, noise)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override in every stage")
-    p.add_argument("--set-vae", action="append", default=[], metavar="KEY=VALUE", help="override in both VAE stages")
-    p.add_argument("--set-dit", action="append", default=[], metavar="KEY=VALUE", help="override in both DiT stages")
+    p.add_argument("--set-vae", action="append", default=[], metavar="KEY=VALUE", help="override in the 8x VAE's stages")
+    p.add_argument("--set-vae4", action="append", default=[], metavar="KEY=VALUE", help="override in the 4x VAE's stages")
+    p.add_argument("--set-dit", action="append", default=[], metavar="KEY=VALUE", help="override in every DiT stage")
+    p.add_argument("--vae4", action="store_true",
+                   help="also train stages 5 (the 4x VAE) and 6 (the DiT moved onto it), and ship that")
     p.add_argument("--max-mb", type=float, default=30.0, help="size limit of the shipped folder (MB)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --assets folder")
     return p.parse_args(argv)
@@ -346,9 +364,19 @@ def main(argv: list[str] | None = None) -> int:
         seed_continuation(runs / "demo-dit", runs / "demo-dit-more")
         cfg = run_stage("dit-more", args.dit_config, seed + wiring + args.set + args.set_dit + DIT_MORE
                         + [f"train.max_steps={args.dit_more_steps}"], runs, record)
-        facts = assemble(runs / "demo-dit-more" / "model", args.assets, demo_defaults(cfg), max_mb=args.max_mb,
+        if args.vae4:
+            run_stage("vae4-images", args.vae4_images_config, seed + args.set + args.set_vae4, runs, record)
+            images_vae4 = [f"model.vae={runs / 'demo-vae4-images' / 'model'}"]
+            run_stage("vae4", args.vae4_config, seed + images_vae4 + args.set + args.set_vae4, runs, record)
+            first_dit = runs / "demo-dit-more" / "model"
+            wiring4 = [f"model.vae={runs / 'demo-vae4' / 'model'}", f"data.cache_dir={runs / 'cache4'}",
+                       f"model.dit_init={first_dit}", f"model.text_encoder={first_dit}"]
+            cfg = run_stage("dit4", args.dit4_config, seed + wiring4 + args.set + args.set_dit, runs, record)
+        shipped = "demo-dit4" if args.vae4 else "demo-dit-more"
+        shipped_record = {name: r for name, r in record.items() if args.vae4 or name not in VAE4_STAGES}
+        facts = assemble(runs / shipped / "model", args.assets, demo_defaults(cfg), max_mb=args.max_mb,
                          overwrite=args.overwrite)
-        write_training_record(args.assets, record, facts, argv)
+        write_training_record(args.assets, shipped_record, facts, argv)
     except VideogenError as e:
         from videogen.train.trainer import TrainingInterrupted
 
