@@ -91,7 +91,7 @@ class CausalVideoVAE(ModelMixin, ConfigMixin):
         is_residual, patch_size: Wan2.2 options, accepted only at their Wan2.1 values (False, None).
         in_channels, out_channels: pixel channels.
         scale_factor_temporal, scale_factor_spatial: the compression factors, as pipelines read them;
-            must agree with the architecture.
+            must agree with the architecture; None records the architecture's own.
     """
 
     _supports_gradient_checkpointing = True
@@ -123,6 +123,9 @@ class CausalVideoVAE(ModelMixin, ConfigMixin):
     ) -> None:
         super().__init__()
         _check_config(self.config)
+        if scale_factor_temporal is None or scale_factor_spatial is None:
+            self.register_to_config(scale_factor_temporal=self.temporal_compression,
+                                    scale_factor_spatial=self.spatial_compression)
         self.encoder = Encoder(
             base_dim, z_dim * 2, dim_mult, num_res_blocks, attn_scales, temperal_downsample, dropout, in_channels
         )

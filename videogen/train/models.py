@@ -65,8 +65,7 @@ def _vae(cfg: TrainConfig):
     return CausalVideoVAE(base_dim=arch.base_dim, z_dim=arch.z_dim, dim_mult=list(arch.dim_mult),
                           num_res_blocks=arch.num_res_blocks, attn_scales=[],
                           temperal_downsample=list(arch.temperal_downsample),
-                          scale_factor_spatial=2 ** (len(arch.dim_mult) - 1),
-                          scale_factor_temporal=2 ** sum(bool(t) for t in arch.temperal_downsample))
+                          scale_factor_spatial=None, scale_factor_temporal=None)  # the architecture's own
 
 
 def _text(cfg: TrainConfig):
