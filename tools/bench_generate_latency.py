@@ -13,6 +13,7 @@ interpreter, ``--repeats`` times:
 Usage (from the repository root)::
 
     python tools/bench_generate_latency.py --repeats 3
+    python tools/bench_generate_latency.py --repeats 3 --model assets/demo-model   # a trained folder instead
 """
 
 from __future__ import annotations
@@ -87,10 +88,11 @@ def wall(command: list[str]) -> float:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--model", type=Path, help="a model folder to time (default: a random one at the demo sizes)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model = build_model(tmp)
+        model = args.model.resolve() if args.model else build_model(tmp)
         phases, cli, bare = [], [], []
         for _ in range(args.repeats):
             out = subprocess.run([sys.executable, "-c", PHASES, str(ROOT), str(model), str(tmp / "p.mp4"), PROMPT],

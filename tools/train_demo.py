@@ -17,14 +17,16 @@ Stages, each a `videogen.train` run with a fixed seed into its own run folder un
 6. ``demo-dit4``: stage 4's DiT and T5 moved onto the 4x VAE's latents (configs/demo-dit4.yaml): 1x4x4
    patches keep its token grid, so its blocks and T5 carry over (``model.dit_init``) and only the patch
    embedding and output projection start new (the latent cache goes to ``RUNS/cache4``);
-7. assembly: stage 4's model folder, or stage 6's with ``--vae4`` (EMA weights, diffusers layout,
+   ``demo-dit4-more``: stage 6 continued from its last checkpoint to step ``--dit4-more-steps`` (6000),
+   as stage 4 continues stage 3;
+7. assembly: stage 4's model folder, or stage 6's continuation with ``--vae4`` (EMA weights, diffusers layout,
    safetensors), is copied into ``--assets`` (``assets/demo-model``) with a ``videogen.json`` of demo
    defaults (frames, size, fps, steps, guidance, sampler, shift, frame conditioning), stored in float16
    when float32 would exceed ``--max-mb``, and with the record of the training in ``TRAINING.md`` and
    ``training.json``.
 
-Stages 5 and 6 run with ``--vae4`` only: work in progress on issue 7 (the 4x VAE reconstructs far better;
-the DiT moved onto it does not generate better yet: docs/benchmarks.md, "4x VAE").
+Stages 5 and 6 run with ``--vae4``, which builds the shipped model (since session 6: docs/benchmarks.md,
+"4x VAE, shipped"); without it the first recipe (stages 1-4) is assembled alone.
 
 A stage whose run folder has a checkpoint resumes from it (the trainer's ``--resume``), and a stage that
 already reached its ``train.max_steps`` with its model exported is skipped, so the training may span
@@ -33,8 +35,8 @@ invocations in ``RUNS/train_demo.json``.
 
 Usage (from the repository root)::
 
-    python tools/train_demo.py                                   # the real recipe, ~3 h on a 2-core CPU
-    python tools/train_demo.py --vae4                            # and stages 5-6, ~1.5 h more
+    python tools/train_demo.py --vae4                            # the shipped model, ~6 h on a 2-core CPU
+    python tools/train_demo.py                                   # stages 1-4 alone, ~3 h
     python tools/train_demo.py --runs /tmp/r --assets /tmp/m --set train.max_steps=2 \\
         --set data.shapes_samples=4 ...                         # a smoke run (tests/test_demo.py)
 """
@@ -59,7 +61,7 @@ sys.path.insert(0, str(ROOT))
 from videogen.errors import InputError, ResourceError, VideogenError  # noqa: E402
 
 STAGES = ("vae-images", "vae", "dit", "dit-more")
-VAE4_STAGES = ("vae4-images", "vae4", "dit4")  # with --vae4
+VAE4_STAGES = ("vae4-images", "vae4", "dit4", "dit4-more")  # with --vae4
 # Measured on the DiT after stage 3: swapping the colour word raised its loss by 16% at
 # sigma 0.9 and swapping the direction word by 1%: the text decides a clip at high noise, where the model
 # was weakest (loss 0.29 there vs 0.09 at sigma 0.6). Shift 2 moves the median training sigma from 0.5 to 0.67.
@@ -333,6 +335,7 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--vae4-config", type=Path, default=ROOT / "configs" / "demo-vae4.yaml")
     p.add_argument("--dit4-config", type=Path, default=ROOT / "configs" / "demo-dit4.yaml")
     p.add_argument("--dit-more-steps", type=int, default=7000, help="the step stage dit-more continues the DiT to")
+    p.add_argument("--dit4-more-steps", type=int, default=6000, help="the step stage dit4-more continues dit4 to")
     p.add_argument("--seed", type=int, default=0, help="seed of every stage (weights, data order, noise)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override in every stage")
     p.add_argument("--set-vae", action="append", default=[], metavar="KEY=VALUE", help="override in the 8x VAE's stages")
@@ -371,8 +374,11 @@ def main(argv: list[str] | None = None) -> int:
             first_dit = runs / "demo-dit-more" / "model"
             wiring4 = [f"model.vae={runs / 'demo-vae4' / 'model'}", f"data.cache_dir={runs / 'cache4'}",
                        f"model.dit_init={first_dit}", f"model.text_encoder={first_dit}"]
-            cfg = run_stage("dit4", args.dit4_config, seed + wiring4 + args.set + args.set_dit, runs, record)
-        shipped = "demo-dit4" if args.vae4 else "demo-dit-more"
+            run_stage("dit4", args.dit4_config, seed + wiring4 + args.set + args.set_dit, runs, record)
+            seed_continuation(runs / "demo-dit4", runs / "demo-dit4-more")
+            cfg = run_stage("dit4-more", args.dit4_config, seed + wiring4 + args.set + args.set_dit
+                            + [f"train.max_steps={args.dit4_more_steps}"], runs, record)
+        shipped = "demo-dit4-more" if args.vae4 else "demo-dit-more"
         shipped_record = {name: r for name, r in record.items() if args.vae4 or name not in VAE4_STAGES}
         facts = assemble(runs / shipped / "model", args.assets, demo_defaults(cfg), max_mb=args.max_mb,
                          overwrite=args.overwrite)
