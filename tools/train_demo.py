@@ -25,8 +25,8 @@ Stages, each a `videogen.train` run with a fixed seed into its own run folder un
    when float32 would exceed ``--max-mb``, and with the record of the training in ``TRAINING.md`` and
    ``training.json``.
 
-Stages 5 and 6 run with ``--vae4``, which builds the shipped model (since session 6: docs/benchmarks.md,
-"4x VAE, shipped"); without it the first recipe (stages 1-4) is assembled alone.
+Stages 5 and 6 run with ``--vae4``, which builds the shipped model (since session 6: docs/benchmarks.md, "the
+4x VAE shipped"); without it the first recipe (stages 1-4) is assembled alone.
 
 A stage whose run folder has a checkpoint resumes from it (the trainer's ``--resume``), and a stage that
 already reached its ``train.max_steps`` with its model exported is skipped, so the training may span
