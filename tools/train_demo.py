@@ -199,6 +199,13 @@ def run_stage(name: str, config: Path, overrides: list[str], runs: Path, record:
     return cfg
 
 
+def run_continuation(name: str, config: Path, overrides: list[str], steps: int, runs: Path,
+                     record: dict[str, StageRecord]):
+    """Stage ``{name}-more``: stage ``name``'s run continued from its newest checkpoint to step ``steps``."""
+    seed_continuation(runs / f"demo-{name}", runs / f"demo-{name}-more")
+    return run_stage(f"{name}-more", config, overrides + [f"train.max_steps={steps}"], runs, record)
+
+
 def _update_progress(rec: StageRecord, run: Path) -> None:
     from videogen.train import state
 
@@ -364,9 +371,8 @@ def main(argv: list[str] | None = None) -> int:
         run_stage("vae", args.vae_config, seed + images_vae + args.set + args.set_vae, runs, record)
         wiring = [f"model.vae={runs / 'demo-vae' / 'model'}", f"data.cache_dir={runs / 'cache'}"]
         run_stage("dit", args.dit_config, seed + wiring + args.set + args.set_dit, runs, record)
-        seed_continuation(runs / "demo-dit", runs / "demo-dit-more")
-        cfg = run_stage("dit-more", args.dit_config, seed + wiring + args.set + args.set_dit + DIT_MORE
-                        + [f"train.max_steps={args.dit_more_steps}"], runs, record)
+        cfg = run_continuation("dit", args.dit_config, seed + wiring + args.set + args.set_dit + DIT_MORE,
+                               args.dit_more_steps, runs, record)
         if args.vae4:
             run_stage("vae4-images", args.vae4_images_config, seed + args.set + args.set_vae4, runs, record)
             images_vae4 = [f"model.vae={runs / 'demo-vae4-images' / 'model'}"]
@@ -375,9 +381,8 @@ def main(argv: list[str] | None = None) -> int:
             wiring4 = [f"model.vae={runs / 'demo-vae4' / 'model'}", f"data.cache_dir={runs / 'cache4'}",
                        f"model.dit_init={first_dit}", f"model.text_encoder={first_dit}"]
             run_stage("dit4", args.dit4_config, seed + wiring4 + args.set + args.set_dit, runs, record)
-            seed_continuation(runs / "demo-dit4", runs / "demo-dit4-more")
-            cfg = run_stage("dit4-more", args.dit4_config, seed + wiring4 + args.set + args.set_dit
-                            + [f"train.max_steps={args.dit4_more_steps}"], runs, record)
+            cfg = run_continuation("dit4", args.dit4_config, seed + wiring4 + args.set + args.set_dit,
+                                   args.dit4_more_steps, runs, record)
         shipped = "demo-dit4-more" if args.vae4 else "demo-dit-more"
         shipped_record = {name: r for name, r in record.items() if args.vae4 or name not in VAE4_STAGES}
         facts = assemble(runs / shipped / "model", args.assets, demo_defaults(cfg), max_mb=args.max_mb,
