@@ -8,18 +8,22 @@ interpreter, ``--repeats`` times:
 - the phases of ``run_generate`` timed one by one (imports, model load, T5, denoising, VAE decode, MP4
   write), in a child process that does what the command does;
 - the whole command, ``python -m videogen generate PROMPT --model DIR``, wall time from outside;
-- ``python -c pass``: the interpreter alone.
+- ``python -c pass``: the interpreter alone;
+- with ``--serve``, the same command again while ``videogen serve`` holds the model (its start-up timed
+  once, until it listens): what a warm process saves.
 
 Usage (from the repository root)::
 
     python tools/bench_generate_latency.py --repeats 3
     python tools/bench_generate_latency.py --repeats 3 --model assets/demo-model   # a trained folder instead
+    python tools/bench_generate_latency.py --repeats 5 --model assets/demo-model --serve
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -79,33 +83,67 @@ def build_model(folder: Path) -> Path:
     return model
 
 
-def wall(command: list[str]) -> float:
+def wall(command: list[str], env: dict | None = None) -> float:
     start = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, env=env)
     return time.perf_counter() - start
+
+
+def served(model: Path, tmp: Path, repeats: int) -> tuple[float, list[float]]:
+    """Start-up of ``videogen serve --model MODEL`` (until it listens), then the client command's wall times."""
+    env = {**os.environ, "VIDEOGEN_SOCKET": str(tmp / "s.sock")}
+    log = tmp / "serve.log"
+    start = time.perf_counter()
+    with open(log, "w") as console:
+        server = subprocess.Popen([sys.executable, "-m", "videogen", "serve", "--model", str(model)], env=env,
+                                  stdout=console, stderr=subprocess.STDOUT)
+    try:
+        while "serving " not in log.read_text():
+            if server.poll() is not None:
+                raise SystemExit(f"videogen serve failed:\n{log.read_text()}")
+            time.sleep(0.05)
+        startup = time.perf_counter() - start
+        times = [wall(generate_command(model, tmp / "s.mp4"), env) for _ in range(repeats)]
+    finally:
+        server.terminate()
+        server.wait()
+    if log.read_text().count("exit 0") != repeats:
+        raise SystemExit(f"the server did not answer every request:\n{log.read_text()}")
+    return startup, times
+
+
+def generate_command(model: Path, output: Path) -> list[str]:
+    return [sys.executable, "-m", "videogen", "generate", PROMPT, "--model", str(model), "--seed", "0", "-o",
+            str(output), "--overwrite"]
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--model", type=Path, help="a model folder to time (default: a random one at the demo sizes)")
+    p.add_argument("--serve", action="store_true", help="also time the command against a running videogen serve")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = args.model.resolve() if args.model else build_model(tmp)
         phases, cli, bare = [], [], []
+        alone = {**os.environ, "VIDEOGEN_SOCKET": str(tmp / "none.sock")}  # not a server someone left running
         for _ in range(args.repeats):
             out = subprocess.run([sys.executable, "-c", PHASES, str(ROOT), str(model), str(tmp / "p.mp4"), PROMPT],
                                  cwd=ROOT, check=True, capture_output=True, text=True).stdout
             phases.append(json.loads(out.strip().splitlines()[-1]))
-            cli.append(wall([sys.executable, "-m", "videogen", "generate", PROMPT, "--model", str(model), "--seed", "0",
-                             "-o", str(tmp / "c.mp4"), "--overwrite"]))
+            cli.append(wall(generate_command(model, tmp / "c.mp4"), alone))
             bare.append(wall([sys.executable, "-c", "pass"]))
+        startup, warm = served(model, tmp, args.repeats) if args.serve else (None, [])
     print(f"| phase | median of {args.repeats} (s) | runs (s) |\n|---|---:|---|")
     for name in phases[0]:
         values = [ph[name] for ph in phases]
         print(f"| {name} | {statistics.median(values):.2f} | {', '.join(f'{v:.2f}' for v in values)} |")
-    for name, values in (("`python -m videogen generate` wall", cli), ("`python -c pass`", bare)):
+    rows = [("`python -m videogen generate` wall", cli), ("`python -c pass`", bare)]
+    if args.serve:
+        rows += [("`videogen serve` start-up, until it listens", [startup]),
+                 ("`python -m videogen generate` wall, served", warm)]
+    for name, values in rows:
         print(f"| {name} | {statistics.median(values):.2f} | {', '.join(f'{v:.2f}' for v in values)} |")
     return 0
 

@@ -19,6 +19,7 @@ from videogen import __version__
 from videogen.errors import VideogenError
 
 EXIT_USER_ERROR = 2
+SERVED = ("generate", "extend", "interpolate")  # the commands a running `videogen serve` answers
 
 
 class _Parser(argparse.ArgumentParser):
@@ -177,6 +178,8 @@ def add_sampling_options(p, *, fps_help: str = "frame rate of the file (Wan2.1: 
     p.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]",
                    help="merge a LoRA (lora.safetensors from videogen train, or another diffusers-format "
                         "Wan LoRA) at SCALE (default 1); repeatable")
+    p.add_argument("--no-server", action="store_true",
+                   help="run in this process even when 'videogen serve' is running")
 
 
 def check_sampling_args(args) -> None:
@@ -202,14 +205,17 @@ def _loras(args) -> list:
 
 
 def load_pipeline(args):
-    """The `VideoPipeline` the model options name."""
+    """The `VideoPipeline` the model options name (under `videogen serve`, the one it holds)."""
     import torch
+
+    if getattr(args, "pipeline", None) is not None:
+        return args.pipeline
 
     from videogen.pipeline import VideoPipeline
     from videogen.train.lora import apply_lora
 
     pipe = VideoPipeline.from_pretrained(
-        args.model, device=_device(args.device), dtype=getattr(torch, DTYPES[args.dtype]), offload=args.offload
+        args.model, device=parse_device(args.device), dtype=getattr(torch, DTYPES[args.dtype]), offload=args.offload
     )
     for lora, scale in _loras(args):
         apply_lora(pipe, lora, scale)
@@ -234,7 +240,7 @@ def default_output_path(prompt: str, folder: Path = Path(".")) -> Path:
     return folder / f"videogen-{slug}-{n}.mp4"
 
 
-def _device(name: str | None):
+def parse_device(name: str | None):
     import torch
 
     from videogen.errors import InputError, ResourceError
@@ -413,6 +419,47 @@ def run_reconstruct(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------------- serve
+
+
+@command
+def add_serve(subparsers):
+    p = subparsers.add_parser(
+        "serve",
+        help="keep a model loaded: generate, extend and interpolate then skip the start-up",
+        description="Load a model once and answer this user's generate, extend and interpolate commands on a "
+        "Unix socket, one at a time, until Ctrl-C. The commands find the server by themselves, and they run "
+        "in their own process when it runs another model, device or dtype, or when they ask for a LoRA. "
+        f"The socket: ${{VIDEOGEN_SOCKET}}, else $XDG_RUNTIME_DIR/videogen.sock, else "
+        "videogen-<uid>/videogen.sock in the temporary folder.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_examples("videogen serve &   # the bundled demo model",
+                         'videogen generate "a red circle moving left on a black background" -o circle.mp4'),
+    )
+    add_model_options(p)
+    p.set_defaults(run=run_serve)
+
+
+def run_serve(args) -> int:
+    from videogen.bundled import default_model_path
+    from videogen.serve import Server, check_free, socket_path
+
+    start = args.started
+    args.model = args.model if args.model is not None else default_model_path()
+    args.lora = []  # the model as it is: requests with LoRAs run in their own process
+    check_free(socket_path())  # before the (slow) model load
+    server = Server(load_pipeline(args), args)
+
+    def ready():
+        print(f"serving {args.model} on {server.path} (loaded in {elapsed(start)}; Ctrl-C stops)", flush=True)
+
+    try:
+        server.serve_forever(ready)
+    except KeyboardInterrupt:
+        print(f"stopped after {server.served} requests")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------- frame
 
 
@@ -445,6 +492,12 @@ def _dispatch(argv: list[str] | None) -> tuple[int, str | None]:
         parser.print_help()
         return EXIT_USER_ERROR, None
     try:
+        if args.command in SERVED and not args.no_server:
+            from videogen.serve import request
+
+            code = request(sys.argv[1:] if argv is None else list(argv), started)
+            if code is not None:
+                return code, args.command
         return args.run(args) or 0, args.command
     except VideogenError as e:
         if args.debug:
