@@ -456,7 +456,7 @@ def run_serve(args) -> int:
     try:
         server.serve_forever(ready)
     except KeyboardInterrupt:
-        print(f"stopped after {server.served} requests")
+        print(f"stopped after {server.served} request{'' if server.served == 1 else 's'}")
     return 0
 
 
