@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -68,6 +69,22 @@ def test_a_served_generate_writes_the_same_video_as_one_run_here(server, tmp_pat
     assert server.console().count("exit 0") == 1  # --no-server did not ask it
     assert np.array_equal(read_video(tmp_path / "served.mp4").frames, read_video(tmp_path / "here.mp4").frames)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["here.mp4", "served.mp4"]
+
+
+def test_served_extend_and_interpolate_read_their_inputs_from_the_clients_folder(server, tmp_path):
+    from videogen.io import read_video, write_video
+
+    write_video(tmp_path / "in.mp4", np.random.default_rng(0).integers(0, 256, (5, 40, 40, 3), dtype=np.uint8), 8)
+    size = ["--model", str(server.model), "--height", "32", "--width", "32", "--steps", "2", "--seed", "4"]
+    done = _videogen("extend", "in.mp4", "-p", PROMPT, "-o", "x.mp4", "--frames", "6", "--window", "9", *size,
+                     cwd=tmp_path, env=server.env)
+    assert done.returncode == 0, done.stderr
+    assert "40x40 frames resized to 32x32" in done.stdout and "wrote x.mp4 in" in done.stdout  # its notes, relayed
+    done = _videogen("interpolate", "in.mp4", "x.mp4", "-p", PROMPT, "-o", "y.mp4", "--frames", "9", *size,
+                     cwd=tmp_path, env=server.env)
+    assert done.returncode == 0, done.stderr
+    assert [read_video(tmp_path / name).num_frames for name in ("x.mp4", "y.mp4")] == [11, 9]
+    assert len(re.findall(r"exit 0 in [\d.]+ s: videogen (extend|interpolate) ", server.console())) == 2
 
 
 def test_served_user_errors_are_one_line_and_lose_nothing(server, tmp_path):
