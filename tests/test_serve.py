@@ -174,3 +174,14 @@ def test_malformed_requests_and_other_versions_are_declined(tmp_path):
     request = {"version": "0.0.1", "cwd": str(tmp_path), "argv": ["generate", "x"], "elapsed": 0.1}
     [reply] = _exchange(server, (json.dumps(request) + "\n").encode())
     assert reply["declined"].startswith("the server runs videogen") and reply["declined"].endswith("this is 0.0.1")
+
+
+def test_a_client_that_sends_nothing_is_dropped(tmp_path, monkeypatch):
+    import videogen.serve
+
+    monkeypatch.setattr(videogen.serve, "REQUEST_TIMEOUT", 0.2)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        Server(None, None, tmp_path / "s.sock").answer(theirs)  # returns: the server is free again
+        theirs.shutdown(socket.SHUT_WR)
+        assert [json.loads(line) for line in ours.makefile("r")] == [{"declined": "malformed request"}]

@@ -40,6 +40,7 @@ from videogen import __version__
 from videogen.errors import InputError, ResourceError, VideogenError
 
 SOCKET_ENV = "VIDEOGEN_SOCKET"  # where the server listens and the commands look; default `socket_path`
+REQUEST_TIMEOUT = 10.0  # seconds a connected client has to send its request line
 
 
 # ------------------------------------------------------------------------------------------------ socket
@@ -209,8 +210,10 @@ class Server:
     def answer(self, conn: socket.socket) -> None:
         """Read one request from ``conn``, run it or decline it, and log a line on the server's console."""
         try:
+            conn.settimeout(REQUEST_TIMEOUT)  # a client that connects and says nothing must not hold the server
             with conn.makefile("r", encoding="utf-8") as lines:
                 message = json.loads(lines.readline())
+            conn.settimeout(None)
             argv, cwd = list(message["argv"]), str(message["cwd"])
             version, elapsed = message["version"], float(message["elapsed"])
         except (ValueError, KeyError, TypeError, OSError):
