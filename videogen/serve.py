@@ -54,7 +54,12 @@ def socket_path() -> Path:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and Path(runtime).is_dir():
         return Path(runtime) / "videogen.sock"
-    return Path(tempfile.gettempdir()) / f"videogen-{os.getuid()}" / "videogen.sock"
+    return _private_root() / "videogen.sock"
+
+
+def _private_root() -> Path:
+    user = os.getuid() if hasattr(os, "getuid") else os.getlogin()
+    return Path(tempfile.gettempdir()) / f"videogen-{user}"
 
 
 def _private_folder(folder: Path) -> None:
@@ -68,7 +73,10 @@ def _private_folder(folder: Path) -> None:
 
 def _connect(path: Path) -> socket.socket | None:
     """A connection to the server on ``path``; None when no server answers there (none, or a stale socket)."""
-    if not path.is_socket():
+    try:
+        if not path.is_socket():
+            return None
+    except OSError:  # a folder this user may not enter: not their server
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -100,7 +108,7 @@ def request(argv: list[str], started: float) -> int | None:
     Returns the command's exit status, or None when no server runs or it declined (with a note why): the
     caller then runs the command itself.
     """
-    sock = _connect(socket_path())
+    sock = _connect(socket_path()) if hasattr(socket, "AF_UNIX") else None  # no Unix sockets: no server
     if sock is None:
         return None
     with sock, sock.makefile("r", encoding="utf-8") as replies:
@@ -166,7 +174,7 @@ class Server:
 
     def bind(self) -> socket.socket:
         """Listen on ``self.path``, replacing a stale socket; refuse if a server already answers there."""
-        if self.path.parent == Path(tempfile.gettempdir()) / f"videogen-{os.getuid()}":
+        if self.path.parent == _private_root():
             _private_folder(self.path.parent)
         check_free(self.path)
         if self.path.is_socket():
