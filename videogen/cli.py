@@ -206,10 +206,10 @@ def _loras(args) -> list:
 
 def load_pipeline(args):
     """The `VideoPipeline` the model options name (under `videogen serve`, the one it holds)."""
-    import torch
-
     if getattr(args, "pipeline", None) is not None:
         return args.pipeline
+
+    import torch
 
     from videogen.pipeline import VideoPipeline
     from videogen.train.lora import apply_lora
