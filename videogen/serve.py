@@ -264,7 +264,10 @@ class Server:
             return None, f"it serves {', '.join(cli.SERVED)}, not {args.command}"
         if args.lora:
             return None, "LoRAs would change its model for every later request"
-        model = Path(cwd, args.model).resolve() if args.model is not None else default_model_path().resolve()
+        try:
+            model = Path(cwd, args.model).resolve() if args.model is not None else default_model_path().resolve()
+        except VideogenError as e:  # no bundled model here: the command says so itself, in its own process
+            return None, str(e)
         ours = self.model_args
         if model != Path(ours.model).resolve():
             return None, f"it runs the model {ours.model}"
@@ -277,27 +280,29 @@ class Server:
 
     def _run(self, args, conn: socket.socket, cwd: str, started: float) -> int:
         """Run the command in ``cwd`` with its output relayed: its exit status (2 for a user error, 1 for a bug)."""
+        from videogen.cli import EXIT_USER_ERROR
+
         args.started, args.pipeline = started, self.pipe
         here = os.getcwd()
         out, err = _Relay(conn, "out"), _Relay(conn, "err")
         try:
             os.chdir(cwd)
+        except OSError as e:  # the client's working directory is gone, or closed to this user
+            print(f"error: cannot work in {cwd}: {e.strerror}", file=err)
+            return EXIT_USER_ERROR
+        try:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                try:
-                    return args.run(args) or 0
-                except VideogenError as e:
-                    if args.debug:
-                        traceback.print_exc()
-                    print(f"error: {e}", file=sys.stderr)
-                    return 2
-                except (BrokenPipeError, ConnectionResetError) as e:
-                    raise _ClientGone() from e
-                except Exception:  # a bug: the client sees the traceback, the server goes on
-                    traceback.print_exc()
-                    return 1
-        except FileNotFoundError:  # the client's working directory is gone
-            print(f"error: the working directory {cwd} does not exist", file=err)
-            return 2
+                return args.run(args) or 0
+        except VideogenError as e:
+            if args.debug:
+                traceback.print_exc(file=err)
+            print(f"error: {e}", file=err)
+            return EXIT_USER_ERROR
+        except (BrokenPipeError, ConnectionResetError) as e:
+            raise _ClientGone() from e
+        except Exception:  # a bug: the client sees the traceback, the server goes on
+            traceback.print_exc(file=err)
+            return 1
         finally:
             os.chdir(here)
 
