@@ -1,5 +1,6 @@
 """`videogen generate` on the tiny random Wan2.1 folder: real MP4s, determinism, one-line errors."""
 
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -121,6 +122,41 @@ def test_as_a_process_no_traceback(tmp_path):
     )
     assert out.returncode == 2
     assert out.stderr == "error: number of frames 8 is not 4k+1: use 5 or 9\n"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("scipy") is None, reason="scipy is not installed: nothing to hide")
+def test_as_a_process_it_does_not_import_what_it_does_not_use(tiny_wan_folder, tmp_path):
+    """scipy (scikit-image installs it) and PEFT (without --lora) cost a cold generation 1-2 s when imported."""
+    out = tmp_path / "clip.mp4"
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "videogen", "generate", PROMPT, "--model",
+                           str(tiny_wan_folder), *FAST, "-o", str(out), "--seed", "1"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    imported = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert {"torch", "diffusers", "transformers", "av"} <= imported  # the check sees the process's imports
+    assert sorted(name for name in imported if name.split(".")[0] in ("scipy", "peft")) == []
+    # the same clip as in process, where scipy is loaded (the diffusers schedulers see it installed)
+    in_process = tmp_path / "in-process.mp4"
+    assert main(["generate", PROMPT, "--model", str(tiny_wan_folder), *FAST, "-o", str(in_process), "--seed", "1"]) == 0
+    assert out.read_bytes() == in_process.read_bytes()
+
+
+def test_hiding_unused_packages_ends_with_the_command():
+    """Once the libraries have checked, scipy is importable again; and with them loaded already, nothing is hidden."""
+    code = (
+        "import sys\n"
+        "from videogen.cli import without_unused_packages\n"
+        "with without_unused_packages():\n"
+        "    import diffusers.utils.import_utils as d\n"
+        "    assert sys.modules['scipy'] is None\n"
+        "assert not d.is_scipy_available()  # its schedulers skip scipy.stats from now on\n"
+        "import scipy.stats\n"
+        "with without_unused_packages():\n"
+        "    assert sys.modules['scipy'] is not None\n"
+    )
+    if importlib.util.find_spec("scipy") is None:
+        pytest.skip("scipy is not installed: nothing to hide")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_as_a_process_the_quick_exit_keeps_the_output_and_the_report(tiny_wan_folder, tmp_path):

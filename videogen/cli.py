@@ -13,6 +13,7 @@ import re
 import secrets
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from videogen import __version__
@@ -515,9 +516,38 @@ def _dispatch(argv: list[str] | None) -> tuple[int, str | None]:
 QUICK_EXIT = {"generate", "extend", "interpolate", "reconstruct", "info"}
 
 
+# Installed packages that diffusers and transformers import when present but no videogen command uses: scipy
+# (diffusers' schedulers import scipy.stats for beta-sigma schedules, transformers' losses scipy.optimize for
+# object detection). scikit-image, the tests' SSIM reference, installs it. Loading it cost 1.2 s of the 12.2 s
+# of `videogen generate` with the demo model on a 2-core CPU (measured: docs/benchmarks.md).
+UNUSED_PACKAGES = ("scipy",)
+
+
+@contextmanager
+def without_unused_packages():
+    """Hide UNUSED_PACKAGES from the libraries while a command runs, as if they were not installed.
+
+    ``sys.modules[name] = None`` makes ``importlib.util.find_spec(name)`` (the libraries' availability checks)
+    answer None and ``import name`` raise ImportError, which their guarded imports expect. Only before the
+    libraries are imported: one that has already seen the package installed would import it unguarded.
+    """
+    if any(name in sys.modules for name in ("diffusers", "transformers", *UNUSED_PACKAGES)):
+        yield
+        return
+    for name in UNUSED_PACKAGES:
+        sys.modules[name] = None
+    try:
+        yield
+    finally:
+        for name in UNUSED_PACKAGES:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+
+
 def run() -> None:
     """The console script: `main`, then, after a file-writing command, exit without the interpreter's teardown."""
-    code, command = _dispatch(sys.argv[1:])
+    with without_unused_packages():
+        code, command = _dispatch(sys.argv[1:])
     if command in QUICK_EXIT:
         import logging
 
