@@ -46,7 +46,9 @@ def mark(name):
     times[name] = time.perf_counter() - s
     s = time.perf_counter()
 import torch; mark("import torch")
-import videogen.cli, videogen.pipeline; mark("import videogen.cli + pipeline")
+import videogen.cli
+videogen.cli.without_unused_packages().__enter__()  # as the console script runs a command
+import videogen.pipeline; mark("import videogen.cli + pipeline")
 import diffusers.models.modeling_utils, diffusers.schedulers; mark("import diffusers")
 import transformers.models.umt5.modeling_umt5; mark("import transformers")
 import videogen.models.dit, videogen.models.vae; mark("import videogen.models (diffusers model classes)")
