@@ -148,9 +148,9 @@ def test_train_demo_trains_resumes_and_assembles(tiny_demo):
     vae, dit, more = record["stages"]["vae"], record["stages"]["dit"], record["stages"]["dit-more"]
     assert (vae["steps"], vae["invocations"], dit["steps"], dit["invocations"]) == (1, 1, 2, 2)  # skipped; resumed
     assert (more["steps"], more["invocations"]) == (3, 2)
-    vae4_stages = ("vae4-images", "vae4", "dit4", "dit4-more")
+    vae4_stages = ("vae4-images", "vae4", "vae4-decoder", "dit4", "dit4-more")
     assert [(record["stages"][s]["steps"], record["stages"][s]["invocations"]) for s in vae4_stages
-            ] == [(1, 1), (1, 1), (2, 1), (3, 1)]
+            ] == [(1, 1), (1, 1), (1, 1), (2, 1), (3, 1)]
     more_log = (root / "runs" / "demo-dit-more" / "log.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in more_log[1:]] == ["1", "2", "3"]  # dit's step 1, then its own
     assert dit["seconds"] > first["stages"]["dit"]["seconds"] and np.isfinite(dit["final_loss"])
@@ -167,8 +167,39 @@ def test_train_demo_trains_resumes_and_assembles(tiny_demo):
         trained = load_file(str(root / "runs" / f"demo-{stage}" / "model" / "transformer" / "diffusion_pytorch_model.safetensors"))
         assert all(k in shipped and torch.equal(shipped[k], trained[k].half()) for k in trained) == same
     assert "_name_or_path" not in json.loads((model / "vae" / "config.json").read_text())
+    # the shipped VAE is vae4-decoder's: vae4's encoder (the latents the DiT learned), a decoder trained on
+    shipped_vae = load_file(str(model / "vae" / "diffusion_pytorch_model.safetensors"))
+    vaes = {stage: load_file(str(root / "runs" / f"demo-{stage}" / "model" / "vae" / "diffusion_pytorch_model.safetensors"))
+            for stage in ("vae4", "vae4-decoder")}
+    assert all(torch.equal(shipped_vae[k], vaes["vae4-decoder"][k].half()) for k in shipped_vae)
+    encoder = [k for k in shipped_vae if k.startswith(("encoder.", "quant_conv."))]
+    assert encoder and all(torch.equal(vaes["vae4"][k], vaes["vae4-decoder"][k]) for k in encoder)
+    assert not all(torch.equal(vaes["vae4"][k], vaes["vae4-decoder"][k]) for k in shipped_vae)
     # the text length the DiT trained with travels with the folder
     assert json.loads((model / "tokenizer" / "tokenizer_config.json").read_text())["model_max_length"] == 16
+
+
+@pytest.mark.slow
+def test_train_demo_refuses_a_vae_that_codes_other_latents(tiny_demo, tmp_path):
+    """Assembly swaps in the decoder-trained VAE only when its encoder is the one the DiT learned on."""
+    from safetensors.torch import load_file, save_file
+
+    from videogen.errors import InputError
+
+    root, _ = tiny_demo
+    tool = _tool("train_demo")
+    model = tmp_path / "model"
+    shutil.copytree(root / "runs" / "demo-dit4-more" / "model", model)
+    tool._swap_vae(model, root / "runs" / "demo-vae4-decoder" / "model" / "vae")  # the same encoder: accepted
+    other = tmp_path / "other-encoder"
+    shutil.copytree(root / "runs" / "demo-vae4-decoder" / "model" / "vae", other)
+    weights = load_file(str(other / "diffusion_pytorch_model.safetensors"))
+    weights["encoder.conv_in.weight"] = weights["encoder.conv_in.weight"] + 1e-3
+    save_file(weights, str(other / "diffusion_pytorch_model.safetensors"))
+    with pytest.raises(InputError, match="its encoder differs"):
+        tool._swap_vae(model, other)
+    with pytest.raises(InputError, match="its configuration differs"):
+        tool._swap_vae(model, root / "runs" / "demo-vae" / "model" / "vae")
 
 
 # ------------------------------------------------------------------------------------ the evaluation

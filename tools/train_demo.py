@@ -14,13 +14,15 @@ Stages, each a `videogen.train` run with a fixed seed into its own run folder un
 5. ``demo-vae4-images``, ``demo-vae4``: a second VAE, with 4x spatial compression instead of 8x, trained
    as stages 1 and 2 (configs/demo-vae4-images.yaml, configs/demo-vae4.yaml): the 8x VAE draws every
    shape as a blob, which caps the shape accuracy of everything built on it;
+   ``demo-vae4-decoder``: its decoder alone, on 17-frame clips (configs/demo-vae4-decoder.yaml), with the
+   encoder frozen: the latents, and so the DiT stages below, do not depend on it;
 6. ``demo-dit4``: stage 4's DiT and T5 moved onto the 4x VAE's latents (configs/demo-dit4.yaml): 1x4x4
    patches keep its token grid, so its blocks and T5 carry over (``model.dit_init``) and only the patch
    embedding and output projection start new (the latent cache goes to ``RUNS/cache4``);
    ``demo-dit4-more``: stage 6 continued from its last checkpoint to step ``--dit4-more-steps`` (6000),
    as stage 4 continues stage 3;
-7. assembly: stage 4's model folder, or stage 6's continuation with ``--vae4`` (EMA weights, diffusers layout,
-   safetensors), is copied into ``--assets`` (``assets/demo-model``) with a ``videogen.json`` of demo
+7. assembly: stage 4's model folder, or with ``--vae4`` stage 6's continuation with stage 5's decoder-trained
+   VAE (EMA weights, diffusers layout, safetensors), is copied into ``--assets`` (``assets/demo-model``) with a ``videogen.json`` of demo
    defaults (frames, size, fps, steps, guidance, sampler, shift, frame conditioning), stored in float16
    when float32 would exceed ``--max-mb``, and with the record of the training in ``TRAINING.md`` and
    ``training.json``.
@@ -61,7 +63,7 @@ sys.path.insert(0, str(ROOT))
 from videogen.errors import InputError, ResourceError, VideogenError  # noqa: E402
 
 STAGES = ("vae-images", "vae", "dit", "dit-more")
-VAE4_STAGES = ("vae4-images", "vae4", "dit4", "dit4-more")  # with --vae4
+VAE4_STAGES = ("vae4-images", "vae4", "vae4-decoder", "dit4", "dit4-more")  # with --vae4
 # Measured on the DiT after stage 3: swapping the colour word raised its loss by 16% at
 # sigma 0.9 and swapping the direction word by 1%: the text decides a clip at high noise, where the model
 # was weakest (loss 0.29 there vs 0.09 at sigma 0.6). Shift 2 moves the median training sigma from 0.5 to 0.67.
@@ -255,8 +257,13 @@ def to_float16(folder: Path) -> None:
         save_file(half, str(path), metadata={"format": "pt"})
 
 
-def assemble(source: Path, target: Path, defaults: dict, *, max_mb: float, overwrite: bool) -> dict:
-    """Copy the model folder ``source`` to ``target`` (whole or not at all) with demo defaults; returns facts."""
+def assemble(source: Path, target: Path, defaults: dict, *, max_mb: float, overwrite: bool,
+             vae: Path | None = None) -> dict:
+    """Copy the model folder ``source`` to ``target`` (whole or not at all) with demo defaults; returns facts.
+
+    ``vae``: a model folder whose ``vae/`` replaces ``source``'s. It must code the same latents (a decoder-only
+    run of ``source``'s VAE: same configuration, same encoder weights).
+    """
     if target.exists() and not overwrite:
         raise InputError(f"{target} already exists (pass --overwrite to replace it)")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -264,6 +271,8 @@ def assemble(source: Path, target: Path, defaults: dict, *, max_mb: float, overw
     try:
         model = staging / "model"
         shutil.copytree(source, model)
+        if vae is not None:
+            _swap_vae(model, vae / "vae")
         _drop_local_paths(model)
         (model / "videogen.json").write_text(json.dumps(defaults, indent=2) + "\n")
         float32_bytes = weight_bytes(model)
@@ -280,6 +289,33 @@ def assemble(source: Path, target: Path, defaults: dict, *, max_mb: float, overw
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {"weights_dtype": dtype, "float32_weight_mb": round(float32_bytes / 1e6, 2), "total_mb": round(total / 1e6, 2)}
+
+
+def _swap_vae(model: Path, vae: Path) -> None:
+    """Put ``vae`` in place of ``model/vae``, refusing one that would code other latents than the DiT learned."""
+    from safetensors.torch import load_file
+
+    def config(folder):
+        return {k: v for k, v in json.loads((folder / "config.json").read_text()).items() if not k.startswith("_")}
+
+    def encoder(folder):
+        weights = load_file(str(next(folder.glob(f"*{WEIGHT_SUFFIX}"))))
+        return {k: v for k, v in weights.items() if not k.startswith("decoder.") and not k.startswith("post_quant_conv.")}
+
+    old = model / "vae"
+    if config(old) != config(vae):
+        raise InputError(f"{vae}: its configuration differs from {old}'s, so its latents would too")
+    mine, theirs = encoder(old), encoder(vae)
+    if mine.keys() != theirs.keys() or any(not torch_equal(mine[k], theirs[k]) for k in mine):
+        raise InputError(f"{vae}: its encoder differs from {old}'s, so its latents would too")
+    shutil.rmtree(old)
+    shutil.copytree(vae, old)
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return a.shape == b.shape and torch.equal(a, b)
 
 
 def _drop_local_paths(model: Path) -> None:
@@ -340,6 +376,7 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--dit-config", type=Path, default=ROOT / "configs" / "demo-dit.yaml")
     p.add_argument("--vae4-images-config", type=Path, default=ROOT / "configs" / "demo-vae4-images.yaml")
     p.add_argument("--vae4-config", type=Path, default=ROOT / "configs" / "demo-vae4.yaml")
+    p.add_argument("--vae4-decoder-config", type=Path, default=ROOT / "configs" / "demo-vae4-decoder.yaml")
     p.add_argument("--dit4-config", type=Path, default=ROOT / "configs" / "demo-dit4.yaml")
     p.add_argument("--dit-more-steps", type=int, default=7000, help="the step stage dit-more continues the DiT to")
     p.add_argument("--dit4-more-steps", type=int, default=6000, help="the step stage dit4-more continues dit4 to")
@@ -377,6 +414,9 @@ def main(argv: list[str] | None = None) -> int:
             run_stage("vae4-images", args.vae4_images_config, seed + args.set + args.set_vae4, runs, record)
             images_vae4 = [f"model.vae={runs / 'demo-vae4-images' / 'model'}"]
             run_stage("vae4", args.vae4_config, seed + images_vae4 + args.set + args.set_vae4, runs, record)
+            clips_vae4 = [f"model.vae={runs / 'demo-vae4' / 'model'}"]
+            run_stage("vae4-decoder", args.vae4_decoder_config, seed + clips_vae4 + args.set + args.set_vae4, runs,
+                      record)
             first_dit = runs / "demo-dit-more" / "model"
             wiring4 = [f"model.vae={runs / 'demo-vae4' / 'model'}", f"data.cache_dir={runs / 'cache4'}",
                        f"model.dit_init={first_dit}", f"model.text_encoder={first_dit}"]
@@ -385,8 +425,9 @@ def main(argv: list[str] | None = None) -> int:
                                    args.dit4_more_steps, runs, record)
         shipped = "demo-dit4-more" if args.vae4 else "demo-dit-more"
         shipped_record = {name: r for name, r in record.items() if args.vae4 or name not in VAE4_STAGES}
+        vae = runs / "demo-vae4-decoder" / "model" if args.vae4 else None
         facts = assemble(runs / shipped / "model", args.assets, demo_defaults(cfg), max_mb=args.max_mb,
-                         overwrite=args.overwrite)
+                         overwrite=args.overwrite, vae=vae)
         write_training_record(args.assets, shipped_record, facts, argv)
     except VideogenError as e:
         from videogen.train.trainer import TrainingInterrupted
