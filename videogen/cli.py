@@ -518,8 +518,8 @@ QUICK_EXIT = {"generate", "extend", "interpolate", "reconstruct", "info"}
 
 # Installed packages that diffusers and transformers import when present but no videogen command uses: scipy
 # (diffusers' schedulers import scipy.stats for beta-sigma schedules, transformers' losses scipy.optimize for
-# object detection). scikit-image, the tests' SSIM reference, installs it. Loading it cost 1.2 s of the 12.2 s
-# of `videogen generate` with the demo model on a 2-core CPU (measured: docs/benchmarks.md).
+# object detection). scikit-image, the tests' SSIM reference, installs it. Importing it takes 1.1-1.3 s on a
+# 2-core CPU, of the 12.3 s a cold `videogen generate` with the demo model took (docs/benchmarks.md).
 UNUSED_PACKAGES = ("scipy",)
 
 
