@@ -175,6 +175,9 @@ def test_train_demo_trains_resumes_and_assembles(tiny_demo):
     encoder = [k for k in shipped_vae if k.startswith(("encoder.", "quant_conv."))]
     assert encoder and all(torch.equal(vaes["vae4"][k], vaes["vae4-decoder"][k]) for k in encoder)
     assert not all(torch.equal(vaes["vae4"][k], vaes["vae4-decoder"][k]) for k in shipped_vae)
+    dit_vae_config = root / "runs" / "demo-dit4-more" / "model" / "vae" / "config.json"
+    assert json.loads((model / "vae" / "config.json").read_text())["_class_name"] == json.loads(
+        dit_vae_config.read_text())["_class_name"]  # the config diffusers reads is the DiT run's, as saved for it
     # the text length the DiT trained with travels with the folder
     assert json.loads((model / "tokenizer" / "tokenizer_config.json").read_text())["model_max_length"] == 16
 
@@ -299,8 +302,9 @@ def fixed_prompt_scores(shipped_pipe, tmp_path_factory) -> list[dict]:
     return results
 
 
-# The shipped model (the 4x VAE: 4,000 + 1,000 steps; the DiT: 7,000 steps on the 8x VAE, then 6,000 on the 4x)
-# falls far short of issue 7's adherence target: 7% of 144 clips all right (docs/benchmarks.md, "Demo model").
+# The shipped model (the 4x VAE: 4,000 + 1,000 steps, then its decoder 3,000 more; the DiT: 7,000 steps on the
+# 8x VAE, then 6,000 on the 4x)
+# falls far short of issue 7's adherence target: 6% of 144 clips all right (docs/benchmarks.md, "Demo model").
 # The tests below hold it to what it measured on these fixed cases (a floor that a broken or swapped model
 # fails), and the xfail(strict) ones state the issues' targets: they start to pass, and so fail here, once a
 # model meets them.
@@ -327,12 +331,12 @@ def test_shipped_model_follows_fixed_prompts(fixed_prompt_scores):
     assert len(wrong) <= 1, wrong  # tolerance: one clip of four may miss an attribute
 
 
-VAE_FLOOR_DB = 23.0  # the shipped VAE measured 24.9 dB on this clip; issue 7's target, 30 dB, is not met yet
-# (docs/benchmarks.md, "Demo model"): this floor catches a broken or swapped VAE, not a missed target
+VAE_FLOOR_DB = 27.0  # the shipped VAE measures 28.7 dB on this clip (24.9 before its decoder stage, session 8)
+VAE_TARGET_DB = 30.0  # issue 7's target (measured by tools/eval_shapes.py on 8 clips: 29.2 dB, docs/benchmarks.md)
 
 
-@needs_shipped
-def test_shipped_vae_round_trip_of_a_rendered_clip_stays_above_its_floor():
+@pytest.fixture(scope="module")
+def fixed_clip_psnr():
     from videogen.data.shapes import render, sample_spec
     from videogen.models.vae import CausalVideoVAE
 
@@ -343,7 +347,18 @@ def test_shipped_vae_round_trip_of_a_rendered_clip_stays_above_its_floor():
         recon = vae.decode(vae.encode(video).mode())  # (1, 3, T, H, W)
     decoded = ((recon[0].clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 3, 0).numpy()  # (T, H, W, 3)
     mse = np.mean((decoded - frames.astype(np.float64)) ** 2)
-    assert 10 * np.log10(255**2 / mse) > VAE_FLOOR_DB
+    return 10 * np.log10(255**2 / mse)
+
+
+@needs_shipped
+def test_shipped_vae_round_trip_of_a_rendered_clip_stays_above_its_floor(fixed_clip_psnr):
+    assert fixed_clip_psnr > VAE_FLOOR_DB  # catches a broken, swapped or older VAE
+
+
+@needs_shipped
+@pytest.mark.xfail(strict=True, reason=NOT_MET)
+def test_shipped_vae_round_trip_of_a_rendered_clip_meets_the_target(fixed_clip_psnr):
+    assert fixed_clip_psnr >= VAE_TARGET_DB
 
 
 def _clip(seed: int, num_frames: int, **attributes):

@@ -37,7 +37,7 @@ invocations in ``RUNS/train_demo.json``.
 
 Usage (from the repository root)::
 
-    python tools/train_demo.py --vae4                            # the shipped model, ~6 h on a 2-core CPU
+    python tools/train_demo.py --vae4                            # the shipped model, ~7 h on a 2-core CPU
     python tools/train_demo.py                                   # stages 1-4 alone, ~3 h
     python tools/train_demo.py --runs /tmp/r --assets /tmp/m --set train.max_steps=2 \\
         --set data.shapes_samples=4 ...                         # a smoke run (tests/test_demo.py)
@@ -292,7 +292,8 @@ def assemble(source: Path, target: Path, defaults: dict, *, max_mb: float, overw
 
 
 def _swap_vae(model: Path, vae: Path) -> None:
-    """Put ``vae`` in place of ``model/vae``, refusing one that would code other latents than the DiT learned."""
+    """Put ``vae``'s weights in place of ``model/vae``'s, refusing a VAE that would code other latents than the
+    DiT learned on."""
     from safetensors.torch import load_file
 
     def config(folder):
@@ -308,8 +309,10 @@ def _swap_vae(model: Path, vae: Path) -> None:
     mine, theirs = encoder(old), encoder(vae)
     if mine.keys() != theirs.keys() or any(not torch_equal(mine[k], theirs[k]) for k in mine):
         raise InputError(f"{vae}: its encoder differs from {old}'s, so its latents would too")
-    shutil.rmtree(old)
-    shutil.copytree(vae, old)
+    for weights in old.glob(f"*{WEIGHT_SUFFIX}"):  # the weights only: the config (class name, as the
+        weights.unlink()                            # DiT's run saved it for diffusers) stays
+    for weights in vae.glob(f"*{WEIGHT_SUFFIX}"):
+        shutil.copy2(weights, old / weights.name)
 
 
 def torch_equal(a, b) -> bool:
@@ -424,7 +427,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg = run_continuation("dit4", args.dit4_config, seed + wiring4 + args.set + args.set_dit,
                                    args.dit4_more_steps, runs, record)
         shipped = "demo-dit4-more" if args.vae4 else "demo-dit-more"
-        shipped_record = {name: r for name, r in record.items() if args.vae4 or name not in VAE4_STAGES}
+        shipped_record = {name: record[name] for name in STAGES + VAE4_STAGES  # in the order they run
+                          if name in record and (args.vae4 or name not in VAE4_STAGES)}
         vae = runs / "demo-vae4-decoder" / "model" if args.vae4 else None
         facts = assemble(runs / shipped / "model", args.assets, demo_defaults(cfg), max_mb=args.max_mb,
                          overwrite=args.overwrite, vae=vae)
