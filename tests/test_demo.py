@@ -205,6 +205,24 @@ def test_train_demo_refuses_a_vae_that_codes_other_latents(tiny_demo, tmp_path):
         tool._swap_vae(model, root / "runs" / "demo-vae" / "model" / "vae")
 
 
+@pytest.mark.slow
+def test_probe_vae_measures_a_folder_and_its_checkpoints(tiny_demo, capsys):
+    root, _ = tiny_demo
+    tool = _tool("probe_vae")
+    run = root / "runs" / "demo-vae4-decoder"
+    checkpoint = next((run / "checkpoints").iterdir())
+    small = ["--clips", "2", "--frames", "5", "--size", "16"]
+    assert tool.main([str(checkpoint), "--model", str(root / "demo-model"), *small]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["model folder", str(checkpoint)]
+    per_frame = [line.split("per frame ")[1].split() for line in lines]
+    assert [len(values) for values in per_frame] == [5, 5] and all(float(v) > 0 for v in per_frame[0])
+    # the folder is the checkpoint's export (EMA, stored in float16): the same PSNR, to float16's precision
+    assert abs(float(lines[0].split()[2]) - float(lines[1].split()[1])) < 0.5
+    assert tool.main([str(run), "--model", str(root / "demo-model"), *small]) == 2  # a run folder, not a checkpoint
+    assert "no ema.safetensors" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------ the evaluation
 
 
