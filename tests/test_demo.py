@@ -355,16 +355,15 @@ VAE_TARGET_DB = 30.0  # issue 7's target (measured by tools/eval_shapes.py on 8 
 
 @pytest.fixture(scope="module")
 def fixed_clip_psnr():
-    from videogen.data.shapes import render, sample_spec
+    from videogen.data.shapes import render, sample_spec, to_tensor
     from videogen.models.vae import CausalVideoVAE
+    from videogen.pipeline import to_uint8
 
     vae = CausalVideoVAE.from_folder(default_model_path()).eval()
     frames = render(sample_spec(np.random.default_rng(7), "heldout"), size=64, num_frames=17)  # (T, H, W, 3)
-    video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1  # (1, 3, T, H, W)
     with torch.no_grad():
-        recon = vae.decode(vae.encode(video).mode())  # (1, 3, T, H, W)
-    decoded = ((recon[0].clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 3, 0).numpy()  # (T, H, W, 3)
-    mse = np.mean((decoded - frames.astype(np.float64)) ** 2)
+        decoded = to_uint8(vae.decode(vae.encode(to_tensor(frames)[None]).mode())[0])  # (T, H, W, 3)
+    mse = np.mean((decoded.astype(np.float64) - frames.astype(np.float64)) ** 2)
     return 10 * np.log10(255**2 / mse)
 
 

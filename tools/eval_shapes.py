@@ -156,9 +156,10 @@ def vae_psnr(model: Path, out: Path, *, clips: int, seed: int, num_frames: int, 
     """PSNR of VAE round trips of rendered held-out clips: the VAE alone, and through MP4 files."""
     import torch
 
-    from videogen.data.shapes import render, sample_spec
+    from videogen.data.shapes import render, sample_spec, to_tensor
     from videogen.io import write_video
     from videogen.models.vae import CausalVideoVAE
+    from videogen.pipeline import to_uint8
     from videogen.reconstruct import reconstruct
 
     vae = CausalVideoVAE.from_folder(model).eval()
@@ -168,10 +169,8 @@ def vae_psnr(model: Path, out: Path, *, clips: int, seed: int, num_frames: int, 
     direct, through_mp4 = [], []
     for k in range(clips):
         frames = render(sample_spec(rng, "heldout"), size=size, num_frames=num_frames)  # (T, H, W, 3)
-        video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1  # (1, 3, T, H, W)
         with torch.no_grad():
-            recon = vae.decode(vae.encode(video).mode())  # (1, 3, T, H, W)
-        decoded = ((recon[0].clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 3, 0).to(torch.uint8).numpy()
+            decoded = to_uint8(vae.decode(vae.encode(to_tensor(frames)[None]).mode())[0])  # (T, H, W, 3)
         direct.append(psnr(frames, decoded))
         source = write_video(folder / f"{k:02d}-input.mp4", frames, 8.0, overwrite=True)
         result = reconstruct(source, folder / f"{k:02d}-vae.mp4", model=model, overwrite=True, progress=False)

@@ -28,22 +28,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def measure(vae, *, clips: int, seed: int, num_frames: int, size: int) -> tuple[float, float, np.ndarray]:
+def measure(vae, *, clips: int, seed: int, num_frames: int, size: int) -> tuple[float, float, list[float]]:
     """Mean and lowest clip PSNR (dB), and PSNR per frame index over all clips."""
-    from videogen.data.shapes import render, sample_spec
+    from videogen.data.shapes import render, sample_spec, to_tensor
+    from videogen.pipeline import to_uint8
+    from videogen.reconstruct import psnr_from_mse
 
     rng = np.random.default_rng(seed)
     clip_psnr, frame_mse = [], []
     for _ in range(clips):
         frames = render(sample_spec(rng, "heldout"), size=size, num_frames=num_frames)  # (T, H, W, 3)
-        video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1  # (1, 3, T, H, W)
         with torch.no_grad():
-            recon = vae.decode(vae.encode(video).mode())  # (1, 3, T, H, W)
-        decoded = ((recon[0].clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 3, 0).numpy()  # (T, H, W, 3)
+            decoded = to_uint8(vae.decode(vae.encode(to_tensor(frames)[None]).mode())[0])  # (T, H, W, 3)
         error = (frames.astype(np.float64) - decoded) ** 2
-        clip_psnr.append(10 * np.log10(255**2 / error.mean()))
+        clip_psnr.append(psnr_from_mse(error.mean()))
         frame_mse.append(error.mean(axis=(1, 2, 3)))
-    per_frame = 10 * np.log10(255**2 / np.mean(frame_mse, axis=0))
+    per_frame = [psnr_from_mse(mse) for mse in np.mean(frame_mse, axis=0)]
     return float(np.mean(clip_psnr)), float(np.min(clip_psnr)), per_frame
 
 

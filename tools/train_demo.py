@@ -294,6 +294,7 @@ def assemble(source: Path, target: Path, defaults: dict, *, max_mb: float, overw
 def _swap_vae(model: Path, vae: Path) -> None:
     """Put ``vae``'s weights in place of ``model/vae``'s, refusing a VAE that would code other latents than the
     DiT learned on."""
+    import torch
     from safetensors.torch import load_file
 
     def config(folder):
@@ -307,18 +308,12 @@ def _swap_vae(model: Path, vae: Path) -> None:
     if config(old) != config(vae):
         raise InputError(f"{vae}: its configuration differs from {old}'s, so its latents would too")
     mine, theirs = encoder(old), encoder(vae)
-    if mine.keys() != theirs.keys() or any(not torch_equal(mine[k], theirs[k]) for k in mine):
+    if mine.keys() != theirs.keys() or any(not torch.equal(mine[k], theirs[k]) for k in mine):
         raise InputError(f"{vae}: its encoder differs from {old}'s, so its latents would too")
     for weights in old.glob(f"*{WEIGHT_SUFFIX}"):  # the weights only: the config (class name, as the
         weights.unlink()                            # DiT's run saved it for diffusers) stays
     for weights in vae.glob(f"*{WEIGHT_SUFFIX}"):
         shutil.copy2(weights, old / weights.name)
-
-
-def torch_equal(a, b) -> bool:
-    import torch
-
-    return a.shape == b.shape and torch.equal(a, b)
 
 
 def _drop_local_paths(model: Path) -> None:
