@@ -228,6 +228,26 @@ def test_text_encoder_trains_with_the_dit_under_gradient_checkpointing(tiny_wan_
         assert any(not torch.equal(ours[k], base[k]) for k in base), part
 
 
+@pytest.mark.slow  # inductor compiles the forward and backward graphs: about a minute on 2 cores
+def test_compiled_run_trains_like_the_eager_one(tiny_wan_folder, data, tmp_path):
+    """train.compile: torch.compile in place, so names, checkpoints and the export stay as they were."""
+    weights = {}
+    for compiled in (False, True):
+        cfg = tiny_config(model={"pretrained": str(tiny_wan_folder)}, data={"path": str(data)},
+                          objective={"caption_dropout": 0.0, "p_first": 0.5}, optim={"lr": 3e-3},
+                          train={"max_steps": 2, "batch_size": 3, "compile": compiled})
+        trainer = Trainer(cfg, tmp_path / f"run-{compiled}", show_progress=False)
+        assert (trainer.module._compiled_call_impl is not None) == compiled
+        trainer.run()
+        weights[compiled] = load_file(str(tmp_path / f"run-{compiled}" / "model" / "transformer" /
+                                          "diffusion_pytorch_model.safetensors"))
+    base = load_file(str(tiny_wan_folder / "transformer" / "diffusion_pytorch_model.safetensors"))
+    assert weights[True].keys() == weights[False].keys() == base.keys()
+    assert any(not torch.equal(weights[True][k], base[k]) for k in base)  # it trained
+    for k in base:
+        torch.testing.assert_close(weights[True][k], weights[False][k], rtol=1e-3, atol=1e-5, msg=k)
+
+
 def test_demo_recipe_from_scratch_on_shapes_gives_a_loadable_model(tiny_wan_folder, tmp_path):
     from videogen import pipeline
 

@@ -145,7 +145,7 @@ class TrainLoopConfig:
     keep_checkpoints: int = 2  # checkpoints kept; older ones are deleted
     log_every: int = 1  # steps between log rows
     validate_every: int = 0  # steps between validation videos; 0: only at the end
-    compile: bool = False  # torch.compile the trained model
+    compile: bool = False  # torch.compile the trained network in place (for GPUs; no gain measured on a CPU)
 
 
 @dataclass

@@ -315,11 +315,6 @@ def save_new_pipeline(cfg: TrainConfig, parts: Components, folder: Path) -> Path
 # ------------------------------------------------------------------------------------------ validation
 
 
-def to_uint8(video: torch.Tensor) -> np.ndarray:
-    """(3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3)."""
-    return ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
-
-
 @contextlib.contextmanager
 def evaluating(*modules: torch.nn.Module):
     """Eval mode without gradients for the duration, then each module's training flags as they were."""
@@ -339,6 +334,7 @@ def evaluating(*modules: torch.nn.Module):
 def vae_video(vae, video: torch.Tensor, path: Path, fps: float) -> Path:
     """Input and reconstruction side by side; video (3, T, H, W) in [-1, 1]."""
     from videogen.io import write_video
+    from videogen.pipeline import to_uint8
 
     with evaluating(vae):
         recon = vae.decode(vae.encode(video[None].to(vae.device, vae.dtype)).mean)[0]

@@ -204,6 +204,8 @@ class Trainer:
             module = Autoencoder(self.parts.vae, cfg.objective.sample_posterior)
         if cfg.train.gradient_checkpointing:
             (self.parts.dit or self.parts.vae).enable_gradient_checkpointing()
+        if cfg.train.compile:
+            module.compile()  # in place: parameter names, checkpoints, the EMA and the export are unchanged
         self.text_cache = None
         data = self.dataset
         if cfg.task == "dit" and cfg.data.cache:
