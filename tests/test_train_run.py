@@ -216,6 +216,28 @@ def test_cli_lora_run_sigint_saves_checkpoint_then_resume(tiny_wan_folder, data,
     assert os.path.getsize(run / "lora.safetensors") > 0
 
 
+def test_time_budget_ends_the_run_with_an_export_and_resume_goes_on(tiny_wan_folder, data, tmp_path, capsys):
+    cfg = tmp_path / "lora.yaml"
+    cfg.write_text(
+        f"task: dit\nmode: lora\nmodel: {{pretrained: {tiny_wan_folder}, max_text_length: 16}}\n"
+        "data: {frames: [9], resolutions: [32x32]}\nlora: {rank: 4, alpha: 4}\n"
+        "train: {max_steps: 5, checkpoint_every: 100000}\n"
+    )
+    run = tmp_path / "run"
+    args = ["train", str(cfg), "--data", str(data), "--output", str(run)]
+    assert main(args + ["--set", "train.max_minutes=1e-6"]) == 0  # spent after the first step
+    out, err = capsys.readouterr()
+    assert "trained 1 steps" in out and "train.max_minutes reached before step 5" in out
+    assert "train.max_minutes (1e-06) reached at step 1 of 5" in err
+    assert (run / "lora.safetensors").is_file() and [p.name for p in (run / "checkpoints").iterdir()] == ["step-0000001"]
+    assert main(args + ["--resume"]) == 0
+    out, _ = capsys.readouterr()
+    assert "trained 5 steps" in out and "max_minutes" not in out
+    assert len(list(csv.DictReader(open(run / "log.csv")))) == 5
+    assert main(args[:2] + ["--output", str(tmp_path / "r"), "--set", "train.max_minutes=-1"]) == 2
+    assert "train.max_minutes" in capsys.readouterr().err
+
+
 def test_text_encoder_trains_with_the_dit_under_gradient_checkpointing(tiny_wan_folder, data, tmp_path):
     cfg = tiny_config(model={"pretrained": str(tiny_wan_folder), "train_text_encoder": True}, data={"path": str(data)},
                       train={"max_steps": 2, "gradient_checkpointing": True}, objective={"caption_dropout": 0.0})

@@ -120,8 +120,9 @@ def run_train(args) -> int:
     except TrainingInterrupted as e:
         print(f"interrupted: {e}", file=sys.stderr)
         return 130
-    print(f"trained {result.step} steps (last loss {result.loss:.4f}, {result.samples_per_second:.2f} samples/s); "
-          f"wrote {result.output} in {elapsed(start)}")
+    budget = f", train.max_minutes reached before step {cfg.train.max_steps}" if result.out_of_time else ""
+    print(f"trained {result.step} steps (last loss {result.loss:.4f}, {result.samples_per_second:.2f} samples/s"
+          f"{budget}); wrote {result.output} in {elapsed(start)}")
     return 0
 
 

@@ -136,6 +136,8 @@ class OptimConfig:
 @dataclass
 class TrainLoopConfig:
     max_steps: int = 100  # optimizer steps
+    max_minutes: float = 0.0  # wall-time budget of one invocation: past it, end as at max_steps (checkpoint,
+    # export, validation) at that step; --resume goes on toward max_steps. 0: no budget
     batch_size: int = 1  # samples per process per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
     mixed_precision: Literal["auto", "no", "bf16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
@@ -209,6 +211,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name in ("max_steps", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints", "log_every"):
         if getattr(t, name) < 1:
             raise ConfigError(f"train.{name}: {getattr(t, name)} must be at least 1")
+    if not t.max_minutes >= 0:
+        raise ConfigError(f"train.max_minutes: {t.max_minutes} must be 0 (no budget) or more")
     if cfg.model.freeze_encoder and (cfg.task != "vae" or cfg.model.latent_stats != "keep"):
         raise ConfigError("model.freeze_encoder applies to VAE runs with model.latent_stats: keep (the latents do not change)")
     if cfg.model.dit_init is not None and (cfg.task != "dit" or cfg.model.pretrained is not None):

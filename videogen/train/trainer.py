@@ -17,6 +17,7 @@ import csv
 import dataclasses
 import math
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -56,6 +57,7 @@ class RunResult:
     output: Path  # lora.safetensors or model/
     seconds: float  # wall time of this invocation
     samples_per_second: float
+    out_of_time: bool = False  # ended by train.max_minutes before train.max_steps
 
 
 # ------------------------------------------------------------------------------------------ the record
@@ -339,12 +341,13 @@ class Trainer:
         """Stop after the current step, with a checkpoint (what Ctrl-C and SIGTERM do)."""
         self._stop.set()
 
-    def _stopping(self) -> bool:
-        """Whether any process was asked to stop: all of them must stop at the same step (checkpoint barriers)."""
-        flag = torch.tensor([float(self._stop.is_set())], device=self.accelerator.device)
+    def _stopping(self, out_of_time: bool) -> tuple[bool, bool]:
+        """(asked to stop, out of time) on any process: all of them must stop at the same step (barriers)."""
+        flags = torch.tensor([float(self._stop.is_set()), float(out_of_time)], device=self.accelerator.device)
         if self.accelerator.num_processes > 1:
-            flag = self.accelerator.reduce(flag, reduction="sum")
-        return flag.item() > 0
+            flags = self.accelerator.reduce(flags, reduction="sum")
+        stop, late = (flags > 0).tolist()
+        return stop, late
 
     @contextlib.contextmanager
     def _signals(self):
@@ -370,7 +373,8 @@ class Trainer:
         cfg, acc, start = self.cfg, self.accelerator, time.perf_counter()
         if self.resume:
             self.load_checkpoint(ckpt.find_resume(self.output))
-        samples, stats = 0, {"loss": float("nan")}
+        samples, stats, late = 0, {"loss": float("nan")}, False
+        budget = cfg.train.max_minutes * 60
         log = RunLog(self.output, cfg, enabled=acc.is_main_process, resume_step=self.step if self.resume else None)
         batches = iter(self.stream)
         self.model.train()
@@ -386,10 +390,16 @@ class Trainer:
                     log.row(self.step, {**stats, "samples_per_s": rate})
                 if self.callback is not None:
                     self.callback(self, self.step, stats)
-                if self._stopping():
+                stop, late = self._stopping(budget > 0 and time.perf_counter() - start > budget)
+                if stop:
                     saved = self.save_checkpoint()
                     raise TrainingInterrupted(f"stopped at step {self.step}; checkpoint {saved} "
                                               f"(continue with --resume)")
+                if late:
+                    if self.show:
+                        bar.write(f"train.max_minutes ({cfg.train.max_minutes:g}) reached at step {self.step} of "
+                                  f"{cfg.train.max_steps}: exporting (--resume goes on)", file=sys.stderr)
+                    break
                 if self.step % cfg.train.checkpoint_every == 0 and self.step < cfg.train.max_steps:
                     self.save_checkpoint()
                 if cfg.train.validate_every and self.step % cfg.train.validate_every == 0:
@@ -398,7 +408,8 @@ class Trainer:
         output = self._export()
         self._validate()
         seconds = time.perf_counter() - start
-        return RunResult(self.step, stats["loss"], output, seconds, samples / max(seconds, 1e-9) if samples else 0.0)
+        return RunResult(self.step, stats["loss"], output, seconds, samples / max(seconds, 1e-9) if samples else 0.0,
+                         out_of_time=late)
 
     # ---------------------------------------------------------------------------------------- outputs
 
