@@ -160,3 +160,12 @@ def test_apply_overrides_does_not_mutate_input_and_from_dict_checks():
     out = apply_overrides(TrainConfig, raw, ["optim.lr=0.25"])
     assert raw["optim"]["lr"] == 0.5 and out["optim"]["lr"] == 0.25
     assert from_dict(TrainConfig, out).optim.lr == 0.25
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_run_config_loads_validates_and_round_trips(path, tmp_path):
+    from videogen.train.config import load_train_config
+
+    cfg = load_train_config(path)  # unknown keys, wrong types and inconsistent values are errors
+    saved = save_config(cfg, tmp_path / "config.yaml")  # what a run folder keeps, and --resume reads
+    assert to_dict(load_train_config(saved)) == to_dict(cfg)
