@@ -189,13 +189,19 @@ def test_run_folder_and_config_errors(data, tmp_path, capsys):
     assert err.startswith("error: ") and "no such folder" in err and err.count("\n") == 1
 
 
-def test_cli_lora_run_sigint_saves_checkpoint_then_resume(tiny_wan_folder, data, tmp_path, capsys):
-    cfg = tmp_path / "lora.yaml"
+def _lora_yaml(folder, wan, max_steps: int):
+    """A LoRA run's config file on the tiny Wan folder, checkpointing only at its end."""
+    cfg = folder / "lora.yaml"
     cfg.write_text(
-        f"task: dit\nmode: lora\nmodel: {{pretrained: {tiny_wan_folder}, max_text_length: 16}}\n"
+        f"task: dit\nmode: lora\nmodel: {{pretrained: {wan}, max_text_length: 16}}\n"
         "data: {frames: [9], resolutions: [32x32]}\nlora: {rank: 4, alpha: 4}\n"
-        "train: {max_steps: 100000, checkpoint_every: 100000}\n"
+        f"train: {{max_steps: {max_steps}, checkpoint_every: 100000}}\n"
     )
+    return cfg
+
+
+def test_cli_lora_run_sigint_saves_checkpoint_then_resume(tiny_wan_folder, data, tmp_path, capsys):
+    cfg = _lora_yaml(tmp_path, tiny_wan_folder, max_steps=100000)
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "videogen", "train", str(cfg), "--data", str(data), "--output", str(run)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -217,12 +223,7 @@ def test_cli_lora_run_sigint_saves_checkpoint_then_resume(tiny_wan_folder, data,
 
 
 def test_time_budget_ends_the_run_with_an_export_and_resume_goes_on(tiny_wan_folder, data, tmp_path, capsys):
-    cfg = tmp_path / "lora.yaml"
-    cfg.write_text(
-        f"task: dit\nmode: lora\nmodel: {{pretrained: {tiny_wan_folder}, max_text_length: 16}}\n"
-        "data: {frames: [9], resolutions: [32x32]}\nlora: {rank: 4, alpha: 4}\n"
-        "train: {max_steps: 5, checkpoint_every: 100000}\n"
-    )
+    cfg = _lora_yaml(tmp_path, tiny_wan_folder, max_steps=5)
     run = tmp_path / "run"
     args = ["train", str(cfg), "--data", str(data), "--output", str(run)]
     assert main(args + ["--set", "train.max_minutes=1e-6"]) == 0  # spent after the first step

@@ -346,8 +346,7 @@ class Trainer:
         flags = torch.tensor([float(self._stop.is_set()), float(out_of_time)], device=self.accelerator.device)
         if self.accelerator.num_processes > 1:
             flags = self.accelerator.reduce(flags, reduction="sum")
-        stop, late = (flags > 0).tolist()
-        return stop, late
+        return tuple((flags > 0).tolist())
 
     @contextlib.contextmanager
     def _signals(self):
