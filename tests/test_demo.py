@@ -356,17 +356,11 @@ VAE_TARGET_DB = 30.0  # issue 7's target, on tools/eval_shapes.py's 8 held-out c
 
 
 @pytest.fixture(scope="module")
-def fixed_clip_psnr():
-    from videogen.data.shapes import render, sample_spec, to_tensor
-    from videogen.models.vae import CausalVideoVAE
-    from videogen.pipeline import to_uint8
-
-    vae = CausalVideoVAE.from_folder(default_model_path()).eval()
-    frames = render(sample_spec(np.random.default_rng(7), "heldout"), size=64, num_frames=17)  # (T, H, W, 3)
-    with torch.no_grad():
-        decoded = to_uint8(vae.decode(vae.encode(to_tensor(frames)[None]).mode())[0])  # (T, H, W, 3)
-    mse = np.mean((decoded.astype(np.float64) - frames.astype(np.float64)) ** 2)
-    return 10 * np.log10(255**2 / mse)
+def fixed_clip_psnr(tmp_path_factory):
+    """eval_shapes' VAE measure on one held-out clip (its rng seeded 7): the VAE alone, in dB."""
+    measured = _tool("eval_shapes").vae_psnr(default_model_path(), tmp_path_factory.mktemp("vae-clip"), clips=1,
+                                             seed=7, num_frames=17, size=64)
+    return measured["psnr_db"]
 
 
 @needs_shipped
