@@ -154,13 +154,11 @@ def judge(caption: str, seed: int, path: Path, via: str, seconds: float) -> Clip
 
 def vae_psnr(model: Path, out: Path, *, clips: int, seed: int, num_frames: int, size: int) -> dict:
     """PSNR of VAE round trips of rendered held-out clips: the VAE alone, and through MP4 files."""
-    import torch
-
     from videogen.data.shapes import render, sample_spec, to_tensor
     from videogen.io import write_video
     from videogen.models.vae import CausalVideoVAE
     from videogen.pipeline import to_uint8
-    from videogen.reconstruct import reconstruct
+    from videogen.reconstruct import reconstruct, round_trip
 
     vae = CausalVideoVAE.from_folder(model).eval()
     rng = np.random.default_rng(seed)
@@ -169,8 +167,7 @@ def vae_psnr(model: Path, out: Path, *, clips: int, seed: int, num_frames: int, 
     direct, through_mp4 = [], []
     for k in range(clips):
         frames = render(sample_spec(rng, "heldout"), size=size, num_frames=num_frames)  # (T, H, W, 3)
-        with torch.no_grad():
-            decoded = to_uint8(vae.decode(vae.encode(to_tensor(frames)[None]).mode())[0])  # (T, H, W, 3)
+        decoded = to_uint8(round_trip(vae, to_tensor(frames)))  # (T, H, W, 3)
         direct.append(psnr(frames, decoded))
         source = write_video(folder / f"{k:02d}-input.mp4", frames, 8.0, overwrite=True)
         result = reconstruct(source, folder / f"{k:02d}-vae.mp4", model=model, overwrite=True, progress=False)

@@ -22,7 +22,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -32,14 +31,13 @@ def measure(vae, *, clips: int, seed: int, num_frames: int, size: int) -> tuple[
     """Mean and lowest clip PSNR (dB), and PSNR per frame index over all clips."""
     from videogen.data.shapes import render, sample_spec, to_tensor
     from videogen.pipeline import to_uint8
-    from videogen.reconstruct import psnr_from_mse
+    from videogen.reconstruct import psnr_from_mse, round_trip
 
     rng = np.random.default_rng(seed)
     clip_psnr, frame_mse = [], []
     for _ in range(clips):
         frames = render(sample_spec(rng, "heldout"), size=size, num_frames=num_frames)  # (T, H, W, 3)
-        with torch.no_grad():
-            decoded = to_uint8(vae.decode(vae.encode(to_tensor(frames)[None]).mode())[0])  # (T, H, W, 3)
+        decoded = to_uint8(round_trip(vae, to_tensor(frames)))  # (T, H, W, 3)
         error = (frames.astype(np.float64) - decoded) ** 2
         clip_psnr.append(psnr_from_mse(error.mean()))
         frame_mse.append(error.mean(axis=(1, 2, 3)))

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from videogen.errors import InputError
+from videogen.pipeline import to_uint8
 
 
 @dataclass
@@ -67,7 +68,7 @@ def reconstruct(
     with writer, tqdm(total=frames, unit="frame", desc="reconstruct", disable=not progress) as bar:
         decoded = vae.decode_frames((p.mode() for p in vae.encode_frames(chunks, tiled=tiled)), tiled=tiled)
         for chunk in decoded:
-            out = to_uint8(chunk)  # (t, H, W, 3)
+            out = to_uint8(chunk[0])  # (t, H, W, 3)
             reference = np.stack([pending.popleft() for _ in range(len(out))])
             stats.add(reference, out)
             writer.write(out)
@@ -109,10 +110,14 @@ def _input_chunks(path, frames: int, crop, pending: deque, dtype: torch.dtype) -
         yield pixels.permute(2, 0, 1)[None, :, None]  # (1, 3, 1, H, W)
 
 
-def to_uint8(chunk: torch.Tensor) -> np.ndarray:
-    """Pixels (1, 3, t, H, W) in [-1, 1] -> uint8 frames (t, H, W, 3)."""
-    pixels = ((chunk[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # (3, t, H, W)
-    return pixels.permute(1, 2, 3, 0).cpu().numpy()  # (t, H, W, 3)
+@torch.no_grad()
+def round_trip(vae, video: torch.Tensor) -> torch.Tensor:
+    """``video`` (3, T, H, W) in [-1, 1] coded by ``vae`` in one pass and decoded from the posterior mean.
+
+    The whole clip at once, as training sees it (`reconstruct` streams the same maths chunk by chunk); the
+    result is (3, T, H, W) on ``vae``'s device and in its dtype.
+    """
+    return vae.decode(vae.encode(video[None].to(vae.device, vae.dtype)).mode())[0]
 
 
 # ---------------------------------------------------------------------------------------------- metrics

@@ -335,9 +335,10 @@ def vae_video(vae, video: torch.Tensor, path: Path, fps: float) -> Path:
     """Input and reconstruction side by side; video (3, T, H, W) in [-1, 1]."""
     from videogen.io import write_video
     from videogen.pipeline import to_uint8
+    from videogen.reconstruct import round_trip
 
     with evaluating(vae):
-        recon = vae.decode(vae.encode(video[None].to(vae.device, vae.dtype)).mean)[0]
+        recon = round_trip(vae, video)
     both = np.concatenate([to_uint8(video), to_uint8(recon)], axis=2)  # (T, H, 2W, 3)
     return write_video(path, both, fps, overwrite=True)
 
