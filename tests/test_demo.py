@@ -123,7 +123,8 @@ def tiny_demo(tmp_path_factory):
     vaes = ["--set-vae", "train.max_steps=1", "--set-vae4", "train.max_steps=1"]
     assert tool.main([*args, *vaes]) == 2  # the shipped folder is not replaced...
     assert tool.main([*args, *vaes, "--set-dit", "train.max_steps=2", "--dit-more-steps", "3", "--overwrite",
-                      "--vae4", "--dit4-more-steps", "3", "--vae4-decoder-more-steps", "2"]) == 0
+                      "--vae4", "--dit4-more-steps", "3", "--vae4-decoder-more-steps", "2",
+                      "--vae4-decoder-polish-steps", "3"]) == 0
     return root, first
 
 
@@ -148,9 +149,12 @@ def test_train_demo_trains_resumes_and_assembles(tiny_demo):
     vae, dit, more = record["stages"]["vae"], record["stages"]["dit"], record["stages"]["dit-more"]
     assert (vae["steps"], vae["invocations"], dit["steps"], dit["invocations"]) == (1, 1, 2, 2)  # skipped; resumed
     assert (more["steps"], more["invocations"]) == (3, 2)
-    vae4_stages = ("vae4-images", "vae4", "vae4-decoder", "vae4-decoder-more", "dit4", "dit4-more")
+    vae4_stages = ("vae4-images", "vae4", "vae4-decoder", "vae4-decoder-more", "vae4-decoder-polish", "dit4",
+                   "dit4-more")
     assert [(record["stages"][s]["steps"], record["stages"][s]["invocations"]) for s in vae4_stages
-            ] == [(1, 1), (1, 1), (1, 1), (2, 1), (2, 1), (3, 1)]
+            ] == [(1, 1), (1, 1), (1, 1), (2, 1), (3, 1), (2, 1), (3, 1)]
+    polish_log = (root / "runs" / "demo-vae4-decoder-polish" / "log.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in polish_log[1:]] == ["1", "2", "3"]  # continued vae4-decoder-more's run
     assert list(record["stages"]) == ["vae-images", "vae", "dit", "dit-more", *vae4_stages]  # in the order they ran
     more_log = (root / "runs" / "demo-dit-more" / "log.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in more_log[1:]] == ["1", "2", "3"]  # dit's step 1, then its own
@@ -168,15 +172,15 @@ def test_train_demo_trains_resumes_and_assembles(tiny_demo):
         trained = load_file(str(root / "runs" / f"demo-{stage}" / "model" / "transformer" / "diffusion_pytorch_model.safetensors"))
         assert all(k in shipped and torch.equal(shipped[k], trained[k].half()) for k in trained) == same
     assert "_name_or_path" not in json.loads((model / "vae" / "config.json").read_text())
-    # the shipped VAE is vae4-decoder-more's: vae4's encoder (the latents the DiT learned), a decoder trained on
+    # the shipped VAE is vae4-decoder-polish's: vae4's encoder (the latents the DiT learned), a decoder trained on
     shipped_vae = load_file(str(model / "vae" / "diffusion_pytorch_model.safetensors"))
     vaes = {stage: load_file(str(root / "runs" / f"demo-{stage}" / "model" / "vae" / "diffusion_pytorch_model.safetensors"))
-            for stage in ("vae4", "vae4-decoder", "vae4-decoder-more")}
-    assert all(torch.equal(shipped_vae[k], vaes["vae4-decoder-more"][k].half()) for k in shipped_vae)
+            for stage in ("vae4", "vae4-decoder", "vae4-decoder-more", "vae4-decoder-polish")}
+    assert all(torch.equal(shipped_vae[k], vaes["vae4-decoder-polish"][k].half()) for k in shipped_vae)
     encoder = [k for k in shipped_vae if k.startswith(("encoder.", "quant_conv."))]
-    assert encoder and all(torch.equal(vaes["vae4"][k], vaes["vae4-decoder-more"][k]) for k in encoder)
-    for earlier in ("vae4", "vae4-decoder"):
-        assert not all(torch.equal(vaes[earlier][k], vaes["vae4-decoder-more"][k]) for k in shipped_vae)
+    assert encoder and all(torch.equal(vaes["vae4"][k], vaes["vae4-decoder-polish"][k]) for k in encoder)
+    for earlier in ("vae4", "vae4-decoder", "vae4-decoder-more"):
+        assert not all(torch.equal(vaes[earlier][k], vaes["vae4-decoder-polish"][k]) for k in shipped_vae)
     dit_vae_config = root / "runs" / "demo-dit4-more" / "model" / "vae" / "config.json"
     assert json.loads((model / "vae" / "config.json").read_text())["_class_name"] == json.loads(
         dit_vae_config.read_text())["_class_name"]  # the config diffusers reads is the DiT run's, as saved for it
@@ -211,7 +215,7 @@ def test_train_demo_refuses_a_vae_that_codes_other_latents(tiny_demo, tmp_path):
 def test_probe_vae_measures_a_folder_and_its_checkpoints(tiny_demo, capsys):
     root, _ = tiny_demo
     tool = _tool("probe_vae")
-    run = root / "runs" / "demo-vae4-decoder-more"
+    run = root / "runs" / "demo-vae4-decoder-polish"
     checkpoint = sorted((run / "checkpoints").iterdir())[-1]  # the newest: the shipped VAE is its export
     small = ["--clips", "2", "--frames", "5", "--size", "16"]
     assert tool.main([str(checkpoint), "--model", str(root / "demo-model"), *small]) == 0
