@@ -42,7 +42,7 @@ invocations in ``RUNS/train_demo.json``.
 
 Usage (from the repository root)::
 
-    python tools/train_demo.py --vae4                            # the shipped model, ~8.5 h on a 2-core CPU
+    python tools/train_demo.py --vae4                            # the shipped model, ~9.5 h on a 2-core CPU
     python tools/train_demo.py                                   # stages 1-4 alone, ~3 h
     python tools/train_demo.py --runs /tmp/r --assets /tmp/m --set train.max_steps=2 \\
         --set data.shapes_samples=4 ...                         # a smoke run (tests/test_demo.py)
