@@ -19,7 +19,7 @@ Stages, each a `videogen.train` run with a fixed seed into its own run folder un
    ``demo-vae4-decoder-more``: that stage continued from its last checkpoint to step
    ``--vae4-decoder-more-steps`` (8000), the cosine recomputed over them (held-out PSNR still rose 0.1 dB
    per 400 steps at step 4,000); ``demo-vae4-decoder-polish``: continued again, to step
-   ``--vae4-decoder-polish-steps`` (12000), at the low end of a cosine recomputed over those (7.7e-6
+   ``--vae4-decoder-polish-steps`` (12000), at the low end of a cosine recomputed over those (9.8e-6
    falling to 3e-6; PSNR still rose 0.06 dB over steps 7,000-8,000);
 6. ``demo-dit4``: stage 4's DiT and T5 moved onto the 4x VAE's latents (configs/demo-dit4.yaml): 1x4x4
    patches keep its token grid, so its blocks and T5 carry over (``model.dit_init``) and only the patch
