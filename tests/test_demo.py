@@ -241,6 +241,7 @@ def test_eval_scoring_reads_a_written_mp4_and_judges_it(tmp_path):
     path = write_video(tmp_path / "clip.mp4", render(spec, size=64, num_frames=17), 8.0)
     right = tool.judge(spec.caption, 0, path, "pipeline", 1.0)
     assert right.correct["all_correct"] and right.heldout
+    assert right.predicted["largest_jump"] < 0.05  # steady motion, read back from the MP4
     wrong = tool.judge(spec.caption.replace("moving up", "moving down"), 0, path, "pipeline", 1.0)
     assert not wrong.correct["all_correct"] and wrong.correct["color"] and not wrong.correct["direction"]
     quick = tool.captions(quick=True)
@@ -267,6 +268,12 @@ def test_eval_shapes_runs_end_to_end_on_a_tiny_model(tiny_demo, tmp_path):
         assert (info.frames, info.height, info.width) == (5, 16, 16)
     assert report["timing"]["cli_seconds_per_clip"] > 0 and np.isfinite(report["vae"]["psnr_db"])
     assert "| heldout | 3 |" in (out / "report.md").read_text()
+    jumps = [c["predicted"]["largest_jump"] for c in report["per_clip"]]
+    continuity = report["continuity"]
+    assert continuity["clips"] == sum(j is not None and np.isfinite(j) for j in jumps)
+    if continuity["clips"]:
+        assert continuity["largest_jump_median"] == np.median([j for j in jumps if j is not None and np.isfinite(j)])
+    assert "Motion continuity" in (out / "report.md").read_text()
     # one caption, several seeds
     caption = "a cyan circle moving down on a white background"
     argv = ["--model", str(root / "demo-model"), "--out", str(tmp_path / "one"), "--caption", caption,

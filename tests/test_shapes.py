@@ -283,6 +283,16 @@ def test_reversed_and_flipped_clips_are_caught():
     assert sideways.direction == "left" and sideways.shape != "triangle"
 
 
+def test_largest_jump_tells_steady_motion_from_a_teleporting_object():
+    steady = render(ShapeClip("red", "circle", "left", "black", x=0.7, y=0.5, size=0.25, travel=0.45))
+    assert analyze(steady).diagnostics["largest_jump"] < 0.05  # 0.45 of the side over 16 steps: ~0.028 each
+    elsewhere = render(ShapeClip("red", "circle", "left", "black", x=0.7, y=0.2, size=0.25, travel=0.45))
+    jumped = np.concatenate([steady[:9], elsewhere[9:]])  # frames 9-16 drawn 0.3 of the side higher
+    analysis = analyze(jumped)
+    assert analysis.direction == "left"  # the overall displacement still reads as left...
+    assert 0.25 < analysis.diagnostics["largest_jump"] < 0.35  # ...but the jump is measured
+
+
 def test_a_still_object_has_no_direction():
     analysis = analyze(render(ShapeClip("cyan", "square", "left", "gray", x=0.5, travel=0.0)))
     assert (analysis.color, analysis.shape, analysis.direction) == ("cyan", "square", NONE)

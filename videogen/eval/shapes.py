@@ -346,7 +346,7 @@ def _direction(obj: _Object, size: tuple[int, int], cfg: AnalysisConfig, diag: d
     slope = centred @ obj.centroids[obj.found] / (centred @ centred)  # (2,) pixels per frame, (x, y)
     dx, dy = slope * span / np.array([size[1], size[0]])
     motion = float(math.hypot(dx, dy))
-    diag.update(motion_x=float(dx), motion_y=float(dy))
+    diag.update(motion_x=float(dx), motion_y=float(dy), largest_jump=_largest_jump(obj, size))
     if motion < cfg.min_motion:
         return NONE, 0.0, motion
     major, minor = (abs(dx), abs(dy)) if abs(dx) >= abs(dy) else (abs(dy), abs(dx))
@@ -356,6 +356,19 @@ def _direction(obj: _Object, size: tuple[int, int], cfg: AnalysisConfig, diag: d
         name = "down" if dy > 0 else "up"
     straightness = (major - minor) / (major + minor)
     return name, float(straightness * min(1.0, motion / (2 * cfg.min_motion))), float(motion)
+
+
+def _largest_jump(obj: _Object, size: tuple[int, int]) -> float:
+    """The longest centroid step between consecutive frames that both show the object, in canvas sides.
+
+    Shapes-world motion is steady (about 1/32 of the side per frame at 17 frames), so a step many times that
+    is an object that teleported: a video model that places it in each latent frame on its own.
+    """
+    both = obj.found[1:] & obj.found[:-1]  # (T-1,)
+    if not both.any():
+        return math.nan
+    steps = np.diff(obj.centroids, axis=0)[both] / np.array([size[1], size[0]])  # (N, 2) canvas units
+    return float(np.hypot(steps[:, 0], steps[:, 1]).max())
 
 
 # ----------------------------------------------------------------------------------------------- scoring
