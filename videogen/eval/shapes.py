@@ -364,11 +364,10 @@ def _largest_jump(obj: _Object, size: tuple[int, int]) -> float:
     Frames where the object is not found are skipped, and a step over them is divided by the frames it spans,
     so an object that vanishes and reappears elsewhere still counts. Shapes-world motion is steady (about
     1/32 of the side per frame at 17 frames), so a step many times that is an object that teleported: a video
-    model that places it in each latent frame on its own.
+    model that places it in each latent frame on its own. Needs two frames that show the object (`_direction`
+    checks).
     """
     t = np.flatnonzero(obj.found)
-    if len(t) < 2:
-        return math.nan
     steps = np.diff(obj.centroids[t], axis=0) / np.array([size[1], size[0]])  # (N, 2) canvas units
     return float((np.hypot(steps[:, 0], steps[:, 1]) / np.diff(t)).max())
 
