@@ -229,6 +229,54 @@ def test_probe_vae_measures_a_folder_and_its_checkpoints(tiny_demo, capsys):
     assert "no ema.safetensors" in capsys.readouterr().err
 
 
+class _TextProbeDiT(torch.nn.Module):
+    """A stand-in DiT for the probe's maths: its velocity is the text states' mean, or zero (``uses_text``)."""
+
+    def __init__(self, uses_text: bool):
+        super().__init__()
+        self.uses_text = uses_text
+
+    def forward(self, x, timesteps, text):
+        scale = text.mean(dim=(1, 2)).view(-1, 1, 1, 1, 1) if self.uses_text else 0.0
+        return torch.ones_like(x) * scale
+
+
+def test_probe_direction_ratio_is_one_only_for_a_dit_that_ignores_the_text():
+    tool = _tool("probe_direction")
+    directions = torch.tensor([0, 1, 2, 3])  # left, right, up, down: each reversed is another row
+    # clip i's latents are -i everywhere, so its velocity target (noise - latents) has mean i, and caption i's
+    # states have mean i: the text-reading stand-in predicts the target's mean from the right caption only
+    latents = -directions.float().view(4, 1, 1, 1, 1).expand(4, 16, 3, 8, 8)
+    states = torch.arange(5, dtype=torch.float32).view(5, 1, 1).expand(5, 2, 4)
+    probe = tool.Probe(latents, directions, states, [1, 2, 2], torch.device("cpu"), seed=0)
+    ignores, uses = probe(_TextProbeDiT(False)), probe(_TextProbeDiT(True))
+    assert set(ignores) == {"t2v@0.95", "t2v@0.7", "i2v@0.95", "i2v@0.7"}
+    assert all(row["reversed/right"] == 1.0 for row in ignores.values())
+    # right: the loss is the noise's variance (about 1); reversed: each prediction is off by 1 (about 2)
+    assert all(0.9 < row["loss"] < 1.1 and 1.8 < row["reversed/right"] < 2.2 for row in uses.values())
+    # given its first latent frame, the loss covers the other two of the three
+    assert ignores["i2v@0.7"]["loss"] != ignores["t2v@0.7"]["loss"]
+
+
+@pytest.mark.slow
+def test_probe_direction_trains_measures_and_writes_a_model(tmp_path, capsys):
+    from videogen.pipeline import VideoPipeline
+
+    tool = _tool("probe_direction")
+    out = tmp_path / "probe"
+    small = ["--out", str(out), "--clips", "16", "--size", "32", "--batch", "2", "--every", "2", "--layers", "1"]
+    assert tool.main([*small, "--steps", "3"]) == 0
+    rows = [json.loads(line) for line in (out / "probe.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [2, 3] and rows[-1]["samples"] == 6
+    for row in rows:
+        values = [row["train_loss"]] + [v for k in ("t2v@0.95", "i2v@0.7") for v in row[k].values()]
+        assert all(np.isfinite(v) and v > 0 for v in values)
+    pipe = VideoPipeline.from_pretrained(out / "model", dtype=torch.float32)
+    assert len(pipe.transformer.blocks) == 1 and not (out / "model" / "TRAINING.md").exists()
+    assert f"wrote {out / 'probe.jsonl'}" in capsys.readouterr().out
+    assert tool.main([*small, "--object", "red circle"]) == 2  # not "colour shape background"
+    assert "error:" in capsys.readouterr().err
+
 # ------------------------------------------------------------------------------------ the evaluation
 
 
