@@ -1,5 +1,7 @@
 """When does a DiT learn the direction word? A from-scratch probe on direction-only clips (issue 7).
 
+Figures: docs/benchmarks.md, "when does a DiT start to use the direction word?" (session 11).
+
 The demo model learns colour and background but not direction. This tool isolates direction: every clip
 shows the same object on the same background (by default a red circle on black), so the caption's direction
 word is the only thing the text says. It then trains a new DiT of the model folder's architecture (fewer
@@ -20,7 +22,7 @@ Usage (from the repository root)::
 
     python tools/probe_direction.py --out runs/probe-direction                  # 4 layers, 24 min
     python tools/probe_direction.py --out runs/probe-direction-p1 --p-first 1 --minutes 10
-    python tools/probe_direction.py --out runs/probe-direction-gpu --device cuda --layers 8 --batch 64
+    python tools/probe_direction.py --out runs/probe-direction-gpu --device cuda --layers 8 --batch 64   # not yet run on a GPU
 """
 
 from __future__ import annotations
