@@ -27,6 +27,7 @@ from videogen.data.shapes import (
     centers,
     coverage,
     every_combination,
+    opposite,
     pairs,
     render,
     sample_spec,
@@ -112,6 +113,12 @@ def test_sampled_specs_cover_the_ranges():
     for s in specs:  # the whole path keeps the margin
         for cx, cy in (s.start, s.end):
             assert min(cx, cy) - s.size / 2 >= MARGIN - 1e-9 and max(cx, cy) + s.size / 2 <= 1 - MARGIN + 1e-9
+
+
+def test_opposite_reverses_every_direction():
+    assert {d: opposite(d) for d in DIRECTIONS} == {"left": "right", "right": "left", "up": "down", "down": "up"}
+    with pytest.raises(InputError, match="unknown direction 'sideways'"):
+        opposite("sideways")
 
 
 def test_spec_rejects_bad_values():

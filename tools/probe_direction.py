@@ -39,8 +39,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DIRECTIONS = ("left", "right", "up", "down")
-REVERSED = {"left": "right", "right": "left", "up": "down", "down": "up"}
+from videogen.data.shapes import CAPTION_TEMPLATE, DIRECTIONS, opposite  # noqa: E402
+
+DIRECTION_NAMES = tuple(DIRECTIONS)  # a clip's direction is stored as its index here
 SIGMAS = (0.95, 0.7)
 
 
@@ -83,10 +84,6 @@ def render_latents(pipe, specs, frames: int, size: int, device):
     return torch.cat(out)
 
 
-def caption(direction: str, color: str, shape: str, background: str) -> str:
-    return f"a {color} {shape} moving {direction} on a {background} background"
-
-
 class Probe:
     """The reversed/right loss ratios of a DiT on fixed held-out latents and noise."""
 
@@ -95,7 +92,7 @@ class Probe:
 
         self.latents, self.device = latents.to(device), device
         self.right = states[directions].to(device)
-        reverse = torch.tensor([DIRECTIONS.index(REVERSED[DIRECTIONS[int(d)]]) for d in directions])
+        reverse = torch.tensor([DIRECTION_NAMES.index(opposite(DIRECTION_NAMES[int(d)])) for d in directions])
         self.reversed = states[reverse].to(device)
         self.noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed)).to(device)
         self.tokens_per_frame = (latents.shape[3] // patch[1]) * (latents.shape[4] // patch[2])
@@ -152,14 +149,16 @@ def main(argv=None) -> int:
         if stored is None or stored["key"] != key:
             rng = np.random.default_rng(args.seed)
             specs = [sample_spec(rng, color=color, shape=shape, background=background,
-                                 direction=DIRECTIONS[i % 4]) for i in range(args.clips)]
+                                 direction=DIRECTION_NAMES[i % 4]) for i in range(args.clips)]
             stored = {"key": key, "latents": render_latents(pipe, specs, args.frames, args.size, device),
                       "directions": torch.tensor([i % 4 for i in range(args.clips)])}
             torch.save(stored, cache)
         latents, directions = stored["latents"], stored["directions"]
         n_train = args.clips - args.clips // 8
         # the four captions, then the empty one that caption dropout trains (classifier-free guidance)
-        states = pipe.text_encoder.encode([caption(d, color, shape, background) for d in DIRECTIONS] + [""])
+        captions = [CAPTION_TEMPLATE.format(color=color, shape=shape, direction=d, background=background)
+                    for d in DIRECTION_NAMES]
+        states = pipe.text_encoder.encode(captions + [""])
         states = states.float()
 
         config = {k: v for k, v in pipe.transformer.config.items() if not k.startswith("_")}
@@ -188,11 +187,11 @@ def main(argv=None) -> int:
     while not done():
         batch = torch.randint(0, n_train, (args.batch,), generator=generator)
         text = directions[batch].clone()
-        text[torch.rand(args.batch, generator=generator) < objective.caption_dropout] = len(DIRECTIONS)
+        text[torch.rand(args.batch, generator=generator) < objective.caption_dropout] = len(DIRECTION_NAMES)
         for group in optimizer.param_groups:
             group["lr"] = args.lr * min(1.0, (step + 1) / 100)  # linear warm-up over 100 steps
-        loss, _ = dit_loss(lambda x, t, s: dit(x, t, s), latents[batch].to(device),
-                           {"s": states[text].to(device)}, objective, generator, patch_size=tuple(patch))
+        loss, _ = dit_loss(dit, latents[batch].to(device), {"text_states": states[text].to(device)}, objective,
+                           generator, patch_size=tuple(patch))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)

@@ -30,9 +30,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-REVERSED = {"left": "right", "right": "left", "up": "down", "down": "up"}
-
-
 def clips(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """``n`` clips, ``n`` others with the same captions elsewhere on the canvas, and the captions."""
     from videogen.data.shapes import render, sample_spec, to_tensor
@@ -50,8 +47,10 @@ def clips(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
 
 
 def reverse_direction(caption: str) -> str:
+    from videogen.data.shapes import opposite
+
     words = caption.split()
-    words[4] = REVERSED[words[4]]  # "a {color} {shape} moving {direction} on a ..."
+    words[4] = opposite(words[4])  # "a {color} {shape} moving {direction} on a ..."
     return " ".join(words)
 
 

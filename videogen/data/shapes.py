@@ -82,6 +82,13 @@ def all_captions(split: Split = "train") -> list[str]:
     ]
 
 
+def opposite(direction: str) -> str:
+    """The direction of the reversed motion: left <-> right, up <-> down."""
+    _check_choice("direction", direction, DIRECTIONS)
+    dx, dy = DIRECTIONS[direction]
+    return next(name for name, step in DIRECTIONS.items() if step == (-dx, -dy))
+
+
 def _check_split(split: str) -> None:
     if split not in SPLITS:
         raise InputError(f"unknown shapes split {split!r}: expected one of {', '.join(SPLITS)}")
