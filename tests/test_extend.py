@@ -87,6 +87,64 @@ def test_method_follows_the_folder(pipe, monkeypatch):
         pipe.frame_method("mask")
 
 
+# ------------------------------------------------------------------------------- image-first sampling
+
+
+def test_image_first_samples_the_first_frame_then_the_clip_from_it(pipe, monkeypatch):
+    settings = dict(num_frames=9, height=32, width=32, num_steps=2, seed=3, progress=False)
+    noise = torch.randn(1, 16, 3, 4, 4, generator=torch.Generator().manual_seed(3))  # the seed's noise
+    image = pipe.generate(PROMPT, **{**settings, "num_frames": 1}, latents=noise[:, :, :1])
+    calls = []
+    original = type(pipe).denoise
+
+    def denoise(self, request, noise, cond, uncond, **kw):
+        result = original(self, request, noise, cond, uncond, **kw)
+        calls.append(dict(shape=tuple(noise.shape), known=kw.get("known"), clean=kw.get("clean"), result=result))
+        return result
+
+    monkeypatch.setattr(type(pipe), "denoise", denoise)
+    monkeypatch.setattr(pipe.defaults, "frame_conditioning", True)
+    clip = pipe.generate(PROMPT, image_first=True, **settings)
+    first, second = calls
+    assert first["shape"] == (1, 16, 1, 4, 4) and first["known"] is None  # text-to-image
+    assert second["shape"] == (1, 16, 3, 4, 4) and second["known"].tolist() == [True, False, False]
+    assert torch.equal(second["clean"][:, :, :1], first["result"])
+    assert torch.equal(second["result"][:, :, :1], first["result"])  # held exactly
+    # the causal VAE decodes the first frame from the first latent frame alone: the clip opens on the image
+    assert clip.num_frames == 9 and np.array_equal(clip.frames[0], image.frames[0])
+    # the folder declares it (videogen.json); the call overrides; one frame needs one pass
+    calls.clear()
+    monkeypatch.setattr(pipe.defaults, "image_first", True)
+    again = pipe.generate(PROMPT, **settings)
+    assert len(calls) == 2 and np.array_equal(again.frames, clip.frames)
+    calls.clear()
+    joint = pipe.generate(PROMPT, image_first=False, **settings)
+    assert len(calls) == 1 and not np.array_equal(joint.frames, clip.frames)
+    calls.clear()
+    pipe.generate(PROMPT, **{**settings, "num_frames": 1})
+    assert len(calls) == 1
+    from videogen.errors import InputError
+
+    with pytest.raises(InputError, match="image_first must be true or false"):
+        pipe.generate(PROMPT, image_first="yes", **settings)
+
+
+def test_generate_cli_image_first_flag(pipe, tiny_wan_folder, tmp_path, monkeypatch):
+    seen = []
+    original = type(pipe).generate
+
+    def generate(self, prompt, **kw):
+        seen.append(kw["image_first"])
+        return original(self, prompt, **kw)
+
+    monkeypatch.setattr(type(pipe), "generate", generate)
+    base = ["generate", PROMPT, "--model", str(tiny_wan_folder), "--frames", "5", "--height", "32", "--width", "32",
+            "--steps", "1", "--seed", "0"]
+    for flag, expected in (([], None), (["--image-first"], True), (["--no-image-first"], False)):
+        assert main([*base, *flag, "-o", str(tmp_path / f"{expected}.mp4")]) == 0
+        assert seen[-1] is expected and (tmp_path / f"{expected}.mp4").is_file()
+
+
 # -------------------------------------------------------------------------------------------- extend
 
 

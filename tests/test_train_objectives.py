@@ -186,3 +186,19 @@ def test_inflated_vae_codes_a_clip_frame_by_frame():
     assert torch.allclose(z[:, :, 1], alone[:, :, 0], atol=1e-5)
     for t in range(1, 5):  # the chunk decodes to its frame, repeated
         assert torch.allclose(out[:, :, t], chunk[:, :, 0], atol=1e-5)
+
+
+def test_image_batches_train_the_first_latent_frame_alone():
+    latents = torch.randn(3, 4, 5, 4, 4)
+    model = Recorder()
+    dit_loss(model, latents, {}, ObjectiveConfig(p_image=1.0, p_first=1.0), torch.Generator().manual_seed(0))
+    x_t, timesteps, _ = model.seen
+    assert x_t.shape == (3, 4, 1, 4, 4)  # the image: nothing is given, one timestep per sample
+    assert timesteps.shape == (3,) and (timesteps > 0).all()
+    frames = []
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(400):
+        dit_loss(model, latents, {}, ObjectiveConfig(p_image=0.3), generator)
+        frames.append(model.seen[0].shape[2])
+    assert set(frames) == {1, 5}
+    assert np.mean(np.array(frames) == 1) == pytest.approx(0.3, abs=0.07)

@@ -48,6 +48,24 @@ def test_dit_loss_goes_down(tiny_wan_folder, data, tmp_path):
     assert (tmp_path / "run" / "model" / "transformer" / "config.json").is_file()
     rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
     assert len(rows) == 16 and result.step == 16 and float(rows[-1]["samples_per_s"]) > 0
+    # the folder declares what the objective trained: the Wan folder declared nothing, now known frames
+    from videogen.pipeline import VideoPipeline
+
+    defaults = VideoPipeline.from_pretrained(tmp_path / "run" / "model", device="cpu").defaults
+    assert defaults.frame_conditioning and not defaults.image_first
+
+
+@pytest.mark.parametrize("objective, expected", [
+    ({}, {}),
+    ({"p_first_last": 0.1}, {"frame_conditioning": True}),
+    ({"p_image": 0.3}, {}),  # images alone give the second pass nothing to start from
+    ({"p_image": 0.3, "p_first": 0.6}, {"frame_conditioning": True, "image_first": True}),
+])
+def test_exported_folders_declare_the_sampling_the_objective_trained(objective, expected):
+    from videogen.train.models import trained_sampling
+
+    assert trained_sampling(tiny_config(task="dit", objective=objective)) == expected
+    assert trained_sampling(tiny_config(task="vae", objective=objective)) == {}
 
 
 def test_vae_loss_goes_down(data, tmp_path):

@@ -149,6 +149,9 @@ def add_generate(subparsers):
     p.add_argument("-o", "--output", help="output video (.mp4); default ./videogen-<prompt>-<n>.mp4, never overwritten")
     add_model_options(p)
     p.add_argument("--frames", type=int, help="number of frames, 4k+1 (Wan2.1: 81)")
+    p.add_argument("--image-first", action=argparse.BooleanOptionalAction, default=None,
+                   help="sample the first frame alone, then the clip from it (models trained for it; "
+                   "default: what the model folder declares)")
     add_sampling_options(p)
     p.set_defaults(run=run_generate)
 
@@ -270,7 +273,8 @@ def run_generate(args) -> int:
     # 2. load and generate
     pipe = load_pipeline(args)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**32)
-    path = pipe.generate(args.prompt, num_frames=args.frames, output=output, **sampling_settings(args, seed))
+    path = pipe.generate(args.prompt, num_frames=args.frames, image_first=args.image_first, output=output,
+                         **sampling_settings(args, seed))
     print(f"wrote {path} in {elapsed(start)} (seed {seed})")
     return 0
 

@@ -69,6 +69,7 @@ class GenerationDefaults:
     sampler: str | None = None  # unipc, euler or dpm++; None: the scheduler the folder ships
     negative_prompt: str = ""  # what guidance steers away from
     frame_conditioning: bool = False  # trained with known frames at timestep 0 ("timestep"); else "replace"
+    image_first: bool = False  # text-to-video as text-to-image, then image-to-video (needs frame conditioning)
 
     @classmethod
     def from_dict(cls, values: dict, source: Path) -> "GenerationDefaults":
@@ -133,6 +134,7 @@ class Request:
     sampler: str | None
     fps: float
     seed: int
+    image_first: bool = False
 
 
 def check_output(output: str | Path | None, overwrite: bool) -> Path | None:
@@ -368,6 +370,8 @@ class VideoPipeline:
         sampler = d["sampler"]
         if sampler is not None and sampler not in SAMPLERS:
             raise InputError(f"unknown sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
+        if not isinstance(d["image_first"], bool):
+            raise InputError(f"image_first must be true or false, got {d['image_first']!r}")
         return Request(
             prompt=prompt,
             negative_prompt=d["negative_prompt"] if negative_prompt is None else negative_prompt,
@@ -380,6 +384,7 @@ class VideoPipeline:
             sampler=sampler,
             fps=_finite("fps", d["fps"], positive=True),
             seed=secrets.randbits(63) if seed is None else _seed(seed),
+            image_first=d["image_first"],
         )
 
     @property
@@ -432,6 +437,7 @@ class VideoPipeline:
         sampler: str | None = None,
         seed: int | None = None,
         fps: float | None = None,
+        image_first: bool | None = None,
         latents: torch.Tensor | None = None,
         callback: StepCallback | None = None,
         output: str | Path | None = None,
@@ -443,16 +449,17 @@ class VideoPipeline:
 
         Settings left ``None`` come from the model folder (`GenerationDefaults`). seed: the initial noise
         is drawn from ``torch.Generator().manual_seed(seed)`` on the CPU (the same seed gives the same
-        clip on any device); latents: initial noise ``(1, C, T', H', W')`` instead of a seed. callback:
-        called after each step with (step, timestep, latents). attention: a
-        `videogen.models.attention` backend name for the DiT.
+        clip on any device); latents: initial noise ``(1, C, T', H', W')`` instead of a seed. image_first:
+        sample the first latent frame alone, then the clip from it (`denoise_image_first`); default: what
+        the folder declares. callback: called after each step with (step, timestep, latents), for each
+        pass. attention: a `videogen.models.attention` backend name for the DiT.
 
         Returns a `videogen.io.Video` (uint8 frames ``(T, H, W, 3)`` and fps); with ``output``, the
         frames stream to that file as they are decoded and its `Path` is returned instead.
         """
         request = self.make_request(
             prompt, negative_prompt=negative_prompt, seed=seed, num_frames=num_frames, height=height, width=width, num_steps=num_steps,
-            guidance_scale=guidance_scale, shift=shift, sampler=sampler, fps=fps,
+            guidance_scale=guidance_scale, shift=shift, sampler=sampler, fps=fps, image_first=image_first,
         )
         output = check_output(output, overwrite)
         _attention_backend(attention)  # an unknown backend fails here, before any work
@@ -461,8 +468,8 @@ class VideoPipeline:
         noise = self._initial_latents(request, latents)
         with _sink(output, request.fps, overwrite) as sink:
             cond, uncond = self._encode_prompts(request)
-            clean = self.denoise(request, noise, cond, uncond, callback=callback, attention=attention,
-                                 progress=progress)
+            denoise = self.denoise_image_first if request.image_first and noise.shape[2] > 1 else self.denoise
+            clean = denoise(request, noise, cond, uncond, callback=callback, attention=attention, progress=progress)
             for frames in self.decode_frames(clean, progress=progress, total=request.num_frames):
                 sink.write(frames)
         return sink.result()
@@ -513,6 +520,33 @@ class VideoPipeline:
         with self._on_device(self.transformer), _attention_backend(attention):
             return sample(velocity, noise, scheduler, request.num_steps, known=known, clean=clean, hold=method,
                           generator=generator, callback=callback, progress=progress)
+
+    def denoise_image_first(
+        self,
+        request: Request,
+        noise: torch.Tensor,
+        cond: torch.Tensor,
+        uncond: torch.Tensor | None,
+        *,
+        callback: StepCallback | None = None,
+        attention: str | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Text-to-video in two passes, as Emu Video factorises it (Girdhar et al. 2023): the first latent frame
+        alone (under the causal VAE it codes the first frame by itself, so it is an image), then the whole
+        clip with that frame held known. The first pass decides what is shown, the second how it moves; a
+        DiT learns motion from a given frame far sooner than from text alone (docs/benchmarks.md, session
+        12). For models trained on both (``objective.p_image`` and ``p_first``). Same noise as `denoise`:
+        frame 0's for the image, the rest for the clip.
+        """
+        image = self.denoise(request, noise[:, :, :1], cond, uncond, callback=callback, attention=attention,
+                             progress=progress)  # (1, C, 1, H', W')
+        known = torch.zeros(noise.shape[2], dtype=torch.bool, device=noise.device)  # (T',)
+        known[0] = True
+        clean = torch.zeros_like(noise)
+        clean[:, :, :1] = image
+        return self.denoise(request, noise, cond, uncond, known=known, clean=clean, method=self.frame_method(),
+                            callback=callback, attention=attention, progress=progress)
 
     def frame_method(self, method: str | None = None) -> str:
         """How known frames are held: ``method`` if given, else what the folder declares -- ``"timestep"`` for

@@ -99,6 +99,7 @@ class ObjectiveConfig:
     shift: float = 1.0  # timestep shift s' = shift s / (1 + (shift - 1) s) applied to sampled sigmas
     logit_mean: float = 0.0  # logit-normal location
     logit_std: float = 1.0  # logit-normal scale
+    p_image: float = 0.0  # probability a batch trains text-to-image: only its first latent frame, an image
     p_first: float = 0.0  # probability a sample keeps its first latent frame(s) known (image-to-video)
     p_first_last: float = 0.0  # probability the first and last latent frames are known (interpolation)
     known_frames: int = 1  # latent frames known at the start in "first" mode
@@ -200,7 +201,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.data.crop is not None and (cfg.data.kind != "shapes" or cfg.task != "vae"):
         raise ConfigError("data.crop: random crops are for VAE runs on the shapes world (task: vae, data.kind: shapes)")
     o = cfg.objective
-    for name in ("p_first", "p_first_last", "caption_dropout"):
+    for name in ("p_image", "p_first", "p_first_last", "caption_dropout"):
         if not 0.0 <= getattr(o, name) <= 1.0:
             raise ConfigError(f"objective.{name}: {getattr(o, name)} is not a probability")
     if o.p_first + o.p_first_last > 1.0:

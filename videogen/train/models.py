@@ -276,6 +276,21 @@ def measure_latent_stats(vae: torch.nn.Module, dataset, clips: int = 64) -> tupl
     return [round(v, 6) for v in mean.tolist()], [round(v, 6) for v in std.tolist()]
 
 
+def trained_sampling(cfg: TrainConfig) -> dict:
+    """The sampling a DiT run's objective trained, as `GenerationDefaults` fields for the exported folder:
+    frame conditioning (known frames at timestep 0) when samples were given frames, image-first sampling
+    when text-to-image batches were trained as well."""
+    if cfg.task != "dit":
+        return {}
+    o = cfg.objective
+    declared = {}
+    if o.p_first > 0 or o.p_first_last > 0:
+        declared["frame_conditioning"] = True
+        if o.p_image > 0 and o.p_first > 0:
+            declared["image_first"] = True
+    return declared
+
+
 def save_model_folder(cfg: TrainConfig, parts: Components, folder: Path) -> Path:
     """A complete model folder: the base folder's files, with the trained components written over them."""
     tmp = folder.with_name(f".{folder.name}.tmp")
@@ -291,6 +306,13 @@ def save_model_folder(cfg: TrainConfig, parts: Components, folder: Path) -> Path
     for name, module in trained.items():
         shutil.rmtree(tmp / name, ignore_errors=True)
         module.save_pretrained(tmp / name)
+    declared = trained_sampling(cfg)
+    if declared:  # what the DiT now knows, over what the base folder declared
+        from videogen.pipeline import DEFAULTS_FILE
+
+        path = tmp / DEFAULTS_FILE
+        values = json.loads(path.read_text()) if path.is_file() else {}
+        path.write_text(json.dumps({**values, **declared}, indent=2) + "\n")
     if folder.exists():
         shutil.rmtree(folder)
     tmp.replace(folder)
@@ -304,7 +326,8 @@ def save_new_pipeline(cfg: TrainConfig, parts: Components, folder: Path) -> Path
 
     v = cfg.validation
     defaults = GenerationDefaults(num_frames=v.frames, height=v.height, width=v.width, num_steps=v.steps,
-                                  guidance_scale=v.guidance, shift=v.shift, fps=cfg.data.fps or 8.0)
+                                  guidance_scale=v.guidance, shift=v.shift, fps=cfg.data.fps or 8.0,
+                                  **trained_sampling(cfg))
     with evaluating(parts.dit, parts.text_encoder):
         text = TextEncoder(parts.tokenizer, parts.text_encoder, max_sequence_length=cfg.model.max_text_length)
         pipe = VideoPipeline(text, parts.vae, parts.dit, scheduler_config(cfg), defaults=defaults,

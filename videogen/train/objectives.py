@@ -1,8 +1,9 @@
 """Training objectives: rectified flow with frame conditioning for the DiT, reconstruction for the VAE.
 
 The flow maths (interpolation, velocity target, timestep sampling and shift, per-token timesteps) lives in
-the shared flow module; this module decides *what* is trained: which latent frames a sample is given
-(none, the first, or the first and the last), which captions are dropped for classifier-free guidance,
+the shared flow module; this module decides *what* is trained: whether a batch is a clip or only its
+first frame (text-to-image), which latent frames a sample is given (none, the first, or the first and
+the last), which captions are dropped for classifier-free guidance,
 and which tokens the loss covers. The DiT sees a sample exactly as the sampler will later show it a
 conditioned generation: known frames clean and at timestep 0.
 
@@ -79,6 +80,10 @@ def dit_loss(
 
     Returns the loss and a few numbers to log.
     """
+    if cfg.p_image > 0 and latents.shape[2] > 1 and torch.rand((), generator=generator).item() < cfg.p_image:
+        # 0. a text-to-image batch: the causal VAE codes the first frame alone into the first latent frame,
+        #    so that frame is the image's latent (what image-first sampling generates before the motion)
+        latents = latents[:, :, :1]
     b, _, t, h, w = latents.shape
     device = latents.device
     # 1. a noise level per sample, shifted toward noise as the sampler will be (SD3 eq. 23)
