@@ -539,12 +539,11 @@ class VideoPipeline:
         12). For models trained on both (``objective.p_image`` and ``p_first``). Same noise as `denoise`:
         frame 0's for the image, the rest for the clip.
         """
+        from videogen.tasks import known_window
+
         image = self.denoise(request, noise[:, :, :1], cond, uncond, callback=callback, attention=attention,
                              progress=progress)  # (1, C, 1, H', W')
-        known = torch.zeros(noise.shape[2], dtype=torch.bool, device=noise.device)  # (T',)
-        known[0] = True
-        clean = torch.zeros_like(noise)
-        clean[:, :, :1] = image
+        known, clean = known_window(self, noise.shape, {0: image})  # the mask and latents extend holds
         return self.denoise(request, noise, cond, uncond, known=known, clean=clean, method=self.frame_method(),
                             callback=callback, attention=attention, progress=progress)
 
