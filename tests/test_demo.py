@@ -334,6 +334,26 @@ def test_eval_shapes_runs_end_to_end_on_a_tiny_model(tiny_demo, tmp_path):
     assert tool.main(argv[:4] + ["--caption", "a dog running"]) == 2
 
 
+
+@pytest.mark.slow
+def test_eval_parts_scores_text_to_image_and_image_to_video_apart(tiny_demo, tmp_path):
+    root, _ = tiny_demo
+    tool = _tool("eval_parts")
+    out = tmp_path / "parts"
+    assert tool.main(["--model", str(root / "demo-model"), "--out", str(out), "--t2i", "2", "--i2v", "4",
+                      "--new-frames", "4"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    t2i, i2v = report["text_to_image"], report["image_to_video"]
+    assert [r["caption"] for r in t2i] == _tool("eval_shapes").captions(False)[:2]
+    assert all(r["frames"] == 1 and "direction" not in r for r in t2i)  # one frame: no direction to judge
+    assert [r["caption"].split()[4] for r in i2v] == ["left", "right", "up", "down"]  # directions in turn
+    assert all(r["frames"] == 5 for r in i2v)  # the given frame and 4 new ones
+    for part, rows in (("text_to_image", t2i), ("image_to_video", i2v)):
+        parts = [k for k in rows[0] if k not in ("caption", "seed", "frames", "all_correct")]
+        assert all(r["all_correct"] == all(r[k] for k in parts) for r in rows)
+        assert report["accuracy"][part]["all_correct"] == np.mean([r["all_correct"] for r in rows])
+    assert "| image-to-video | 4 |" in (out / "report.md").read_text()
+
 # -------------------------------------------------------------------------- the shipped model itself
 
 SHIPPED = find_default_model()

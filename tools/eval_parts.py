@@ -1,0 +1,136 @@
+"""The two halves of image-first text-to-video, measured apart on a shapes-world model (issue 7).
+
+Image-first sampling (`VideoPipeline.denoise_image_first`) makes a clip as text-to-image, then
+image-to-video from that image. A clip is right only if both halves are, so this tool scores them
+separately, each by pixel analysis (`videogen.eval.shapes.analyze`) of what the library call returns:
+
+- **text-to-image**: one frame per caption (eval_shapes' 72 captions, or the first ``--t2i``), generated
+  with ``num_frames=1`` (the first latent frame alone) and scored on colour, shape and background -- a
+  single frame has no direction;
+- **image-to-video**: ``--i2v`` clips, each from a rendered first frame of a seeded shapes-world clip
+  (every direction equally often, colours, shapes and backgrounds drawn), animated by
+  `VideoPipeline.extend` with the folder's method, and its new frames scored on all four attributes.
+
+The product of the two "all right" shares is roughly what image-first text-to-video can reach.
+
+Writes ``OUT/report.md`` and ``OUT/report.json``.
+
+Usage (from the repository root)::
+
+    python tools/eval_parts.py --model runs/my-dit/model --out runs/parts
+    python tools/eval_parts.py --t2i 6 --i2v 4 --out /tmp/parts              # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
+
+from eval_shapes import captions  # noqa: E402
+
+from videogen.data.shapes import DIRECTIONS  # noqa: E402
+from videogen.errors import VideogenError  # noqa: E402
+from videogen.eval.shapes import ATTRIBUTES, analyze, score  # noqa: E402
+
+IMAGE_ATTRIBUTES = ("color", "shape", "background")
+
+
+def text_to_image(pipe, prompts: list[str], seed: int) -> list[dict]:
+    """One frame per caption (seed + k), scored on the attributes one frame shows."""
+    rows = []
+    for k, caption in enumerate(prompts):
+        frames = pipe.generate(caption, num_frames=1, seed=seed + k, progress=False).frames
+        scored = score(analyze(frames), caption)
+        right = {a: scored[a] for a in IMAGE_ATTRIBUTES}
+        rows.append({"caption": caption, "seed": seed + k, "frames": len(frames), **right,
+                     "all_correct": all(right.values())})
+        print(f"[t2i {k + 1}/{len(prompts)}] {'ok' if rows[-1]['all_correct'] else '--'} {caption}", flush=True)
+    return rows
+
+
+def image_to_video(pipe, clips: int, seed: int, new_frames: int) -> list[dict]:
+    """``clips`` animations of rendered first frames (directions in turn), scored on all four attributes."""
+    from videogen.data.shapes import render, sample_spec
+
+    rng, size = np.random.default_rng(seed), pipe.defaults.height
+    directions, rows = list(DIRECTIONS), []
+    for k in range(clips):
+        spec = sample_spec(rng, "all", direction=directions[k % len(directions)])
+        first = render(spec, size=size, num_frames=1)[0]
+        video = pipe.extend(first, spec.caption, new_frames, seed=seed + k, progress=False)
+        scored = score(analyze(video.frames[1:]), spec.caption)
+        rows.append({"caption": spec.caption, "seed": seed + k, "frames": len(video.frames),
+                     **{a: scored[a] for a in ATTRIBUTES},
+                     "all_correct": scored["all_correct"]})
+        print(f"[i2v {k + 1}/{clips}] {'ok' if rows[-1]['all_correct'] else '--'} {spec.caption}", flush=True)
+    return rows
+
+
+def share(rows: list[dict], keys) -> dict[str, float]:
+    """The fraction of rows with each key true."""
+    return {key: float(np.mean([row[key] for row in rows])) for key in keys}
+
+
+def markdown(r: dict) -> str:
+    lines = [f"Model `{r['model']}`; seed {r['seed']}; {r['seconds']:.0f} s in all.", "",
+             "| part | n | " + " | ".join(ATTRIBUTES) + " | all right |",
+             "|---|---:|" + "---:|" * (len(ATTRIBUTES) + 1)]
+    for part in ("text_to_image", "image_to_video"):
+        acc = r["accuracy"].get(part)
+        if acc:
+            cells = " | ".join("-" if a not in acc else f"{100 * acc[a]:.0f}%" for a in (*ATTRIBUTES, "all_correct"))
+            lines.append(f"| {part.replace('_', '-')} | {len(r[part])} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", type=Path, help="model folder (default: the bundled demo model)")
+    p.add_argument("--out", type=Path, default=Path("runs/eval-parts"), help="folder for the reports")
+    p.add_argument("--t2i", type=int, default=72, help="captions for text-to-image (the first N of 72)")
+    p.add_argument("--i2v", type=int, default=32, help="clips for image-to-video")
+    p.add_argument("--new-frames", type=int, default=16, help="frames each image-to-video clip adds")
+    p.add_argument("--seed", type=int, default=1000, help="seed of the first sample (sample k uses seed + k)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    start = time.perf_counter()
+    try:
+        from videogen.bundled import default_model_path
+        from videogen.pipeline import VideoPipeline
+
+        model = (args.model or default_model_path()).resolve()
+        pipe = VideoPipeline.from_pretrained(model, device="cpu")
+        t2i = text_to_image(pipe, captions(False)[:args.t2i], args.seed)
+        i2v = image_to_video(pipe, args.i2v, args.seed, args.new_frames)
+    except VideogenError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    accuracy = {}
+    if t2i:
+        accuracy["text_to_image"] = share(t2i, (*IMAGE_ATTRIBUTES, "all_correct"))
+    if i2v:
+        accuracy["image_to_video"] = share(i2v, (*ATTRIBUTES, "all_correct"))
+    result = {"model": str(model), "seed": args.seed, "seconds": time.perf_counter() - start,
+              "accuracy": accuracy, "text_to_image": t2i, "image_to_video": i2v}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "report.md").write_text(markdown(result))
+    print(markdown(result))
+    print(f"wrote {args.out / 'report.md'} and {args.out / 'report.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
