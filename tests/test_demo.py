@@ -15,7 +15,9 @@ import torch
 
 from videogen.bundled import candidate_paths, default_model_path, find_default_model
 from videogen.cli import main
+from videogen.data.shapes import SHAPES
 from videogen.errors import ModelError
+from videogen.eval.shapes import parse_caption
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -349,10 +351,18 @@ def test_eval_parts_scores_text_to_image_and_image_to_video_apart(tiny_demo, tmp
     assert [r["caption"].split()[4] for r in i2v] == ["left", "right", "up", "down"]  # directions in turn
     assert all(r["frames"] == 5 for r in i2v)  # the given frame and 4 new ones
     for part, rows in (("text_to_image", t2i), ("image_to_video", i2v)):
-        parts = [k for k in rows[0] if k not in ("caption", "seed", "frames", "all_correct")]
+        parts = [k for k in rows[0] if k not in ("caption", "seed", "frames", "all_correct", "seen")]
         assert all(r["all_correct"] == all(r[k] for k in parts) for r in rows)
         assert report["accuracy"][part]["all_correct"] == np.mean([r["all_correct"] for r in rows])
-    assert "| image-to-video | 4 |" in (out / "report.md").read_text()
+        # what the analyser saw is recorded, and a right attribute is exactly one seen as captioned
+        assert all(set(r["seen"]) == set(parts) for r in rows)
+        assert all(r[k] == (r["seen"][k] == getattr(parse_caption(r["caption"]), k)) for r in rows for k in parts)
+    text = (out / "report.md").read_text()
+    assert "| image-to-video | 4 |" in text
+    # the shape table: one row per captioned shape, its counts adding up to that shape's clips
+    table = [line for line in text.split("Shapes, image-to-video:")[1].splitlines() if line.startswith("| ")][1:]
+    counts = {line.split("|")[1].strip(): sum(int(c) for c in line.split("|")[2:-1]) for line in table}
+    assert counts == {s: sum(parse_caption(r["caption"]).shape == s for r in i2v) for s in SHAPES}
 
 # -------------------------------------------------------------------------- the shipped model itself
 

@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from eval_shapes import captions  # noqa: E402
 
-from videogen.data.shapes import DIRECTIONS  # noqa: E402
+from videogen.data.shapes import DIRECTIONS, SHAPES  # noqa: E402
 from videogen.errors import VideogenError  # noqa: E402
-from videogen.eval.shapes import ATTRIBUTES, analyze, score  # noqa: E402
+from videogen.eval.shapes import ATTRIBUTES, analyze, parse_caption, score  # noqa: E402
 
 IMAGE_ATTRIBUTES = ("color", "shape", "background")
 
@@ -49,10 +49,11 @@ def text_to_image(pipe, prompts: list[str], seed: int) -> list[dict]:
     rows = []
     for k, caption in enumerate(prompts):
         frames = pipe.generate(caption, num_frames=1, seed=seed + k, progress=False).frames
-        scored = score(analyze(frames), caption)
+        seen = analyze(frames)
+        scored = score(seen, caption)
         right = {a: scored[a] for a in IMAGE_ATTRIBUTES}
         rows.append({"caption": caption, "seed": seed + k, "frames": len(frames), **right,
-                     "all_correct": all(right.values())})
+                     "all_correct": all(right.values()), "seen": drawn(seen, IMAGE_ATTRIBUTES)})
         print(f"[t2i {k + 1}/{len(prompts)}] {'ok' if rows[-1]['all_correct'] else '--'} {caption}", flush=True)
     return rows
 
@@ -67,12 +68,29 @@ def image_to_video(pipe, clips: int, seed: int, new_frames: int) -> list[dict]:
         spec = sample_spec(rng, "all", direction=directions[k % len(directions)])
         first = render(spec, size=size, num_frames=1)[0]
         video = pipe.extend(first, spec.caption, new_frames, seed=seed + k, progress=False)
-        scored = score(analyze(video.frames[1:]), spec.caption)
+        seen = analyze(video.frames[1:])
+        scored = score(seen, spec.caption)
         rows.append({"caption": spec.caption, "seed": seed + k, "frames": len(video.frames),
                      **{a: scored[a] for a in ATTRIBUTES},
-                     "all_correct": scored["all_correct"]})
+                     "all_correct": scored["all_correct"], "seen": drawn(seen, ATTRIBUTES)})
         print(f"[i2v {k + 1}/{clips}] {'ok' if rows[-1]['all_correct'] else '--'} {spec.caption}", flush=True)
     return rows
+
+
+def drawn(seen, attributes) -> dict[str, str]:
+    """What the analyser saw, attribute by attribute ("none" where it found nothing to judge)."""
+    return {a: getattr(seen, a) for a in attributes}
+
+
+def shape_table(rows: list[dict]) -> list[str]:
+    """Captioned shape against the shape the analyser saw: where the shape errors go."""
+    seen_labels = sorted({row["seen"]["shape"] for row in rows} | set(SHAPES), key=lambda s: (s not in SHAPES, s))
+    lines = ["| captioned | " + " | ".join(f"seen {label}" for label in seen_labels) + " |",
+             "|---|" + "---:|" * len(seen_labels)]
+    for shape in SHAPES:
+        of = [row["seen"]["shape"] for row in rows if parse_caption(row["caption"]).shape == shape]
+        lines.append(f"| {shape} | " + " | ".join(str(of.count(label)) for label in seen_labels) + " |")
+    return lines
 
 
 def share(rows: list[dict], keys) -> dict[str, float]:
@@ -89,6 +107,9 @@ def markdown(r: dict) -> str:
         if acc:
             cells = " | ".join("-" if a not in acc else f"{100 * acc[a]:.0f}%" for a in (*ATTRIBUTES, "all_correct"))
             lines.append(f"| {part.replace('_', '-')} | {len(r[part])} | {cells} |")
+    for part in ("text_to_image", "image_to_video"):
+        if r[part]:
+            lines += ["", f"Shapes, {part.replace('_', '-')}:", "", *shape_table(r[part])]
     return "\n".join(lines) + "\n"
 
 
