@@ -343,8 +343,12 @@ def test_eval_parts_scores_text_to_image_and_image_to_video_apart(tiny_demo, tmp
     tool = _tool("eval_parts")
     out = tmp_path / "parts"
     assert tool.main(["--model", str(root / "demo-model"), "--out", str(out), "--t2i", "2", "--i2v", "4",
-                      "--new-frames", "4"]) == 0
+                      "--new-frames", "4", "--steps", "3"]) == 0
     report = json.loads((out / "report.json").read_text())
+    folder = json.loads((root / "demo-model" / "videogen.json").read_text())
+    # --steps overrides the folder's sampling settings; those not given stay the folder's
+    assert report["settings"]["num_steps"] == 3
+    assert report["settings"]["guidance_scale"] == folder["guidance_scale"]
     t2i, i2v = report["text_to_image"], report["image_to_video"]
     assert [r["caption"] for r in t2i] == _tool("eval_shapes").captions(False)[:2]
     assert all(r["frames"] == 1 and "direction" not in r for r in t2i)  # one frame: no direction to judge
@@ -358,7 +362,7 @@ def test_eval_parts_scores_text_to_image_and_image_to_video_apart(tiny_demo, tmp
         assert all(set(r["seen"]) == set(parts) for r in rows)
         assert all(r[k] == (r["seen"][k] == getattr(parse_caption(r["caption"]), k)) for r in rows for k in parts)
     text = (out / "report.md").read_text()
-    assert "| image-to-video | 4 |" in text
+    assert "| image-to-video | 4 |" in text and "; 3 steps, guidance 5," in text
     # the shape table: one row per captioned shape, its counts adding up to that shape's clips
     table = [line for line in text.split("Shapes, image-to-video:")[1].splitlines() if line.startswith("| ")][1:]
     counts = {line.split("|")[1].strip(): sum(int(c) for c in line.split("|")[2:-1]) for line in table}

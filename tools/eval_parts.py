@@ -44,11 +44,13 @@ from videogen.eval.shapes import ATTRIBUTES, analyze, parse_caption, score  # no
 IMAGE_ATTRIBUTES = ("color", "shape", "background")
 
 
-def text_to_image(pipe, prompts: list[str], seed: int) -> list[dict]:
-    """One frame per caption (seed + k), scored on the attributes one frame shows."""
+def text_to_image(pipe, prompts: list[str], seed: int, **settings) -> list[dict]:
+    """One frame per caption (seed + k), scored on the attributes one frame shows.
+
+    settings: `VideoPipeline.generate`'s num_steps, guidance_scale, shift (None: the folder's)."""
     rows = []
     for k, caption in enumerate(prompts):
-        frames = pipe.generate(caption, num_frames=1, seed=seed + k, progress=False).frames
+        frames = pipe.generate(caption, num_frames=1, seed=seed + k, progress=False, **settings).frames
         seen = analyze(frames)
         scored = score(seen, caption)
         right = {a: scored[a] for a in IMAGE_ATTRIBUTES}
@@ -58,7 +60,7 @@ def text_to_image(pipe, prompts: list[str], seed: int) -> list[dict]:
     return rows
 
 
-def image_to_video(pipe, clips: int, seed: int, new_frames: int) -> list[dict]:
+def image_to_video(pipe, clips: int, seed: int, new_frames: int, **settings) -> list[dict]:
     """``clips`` animations of rendered first frames (directions in turn), scored on all four attributes."""
     from videogen.data.shapes import render, sample_spec
 
@@ -67,7 +69,7 @@ def image_to_video(pipe, clips: int, seed: int, new_frames: int) -> list[dict]:
     for k in range(clips):
         spec = sample_spec(rng, "all", direction=directions[k % len(directions)])
         first = render(spec, size=size, num_frames=1)[0]
-        video = pipe.extend(first, spec.caption, new_frames, seed=seed + k, progress=False)
+        video = pipe.extend(first, spec.caption, new_frames, seed=seed + k, progress=False, **settings)
         seen = analyze(video.frames[1:])
         scored = score(seen, spec.caption)
         rows.append({"caption": spec.caption, "seed": seed + k, "frames": len(video.frames),
@@ -99,7 +101,9 @@ def share(rows: list[dict], keys) -> dict[str, float]:
 
 
 def markdown(r: dict) -> str:
-    lines = [f"Model `{r['model']}`; seed {r['seed']}; {r['seconds']:.0f} s in all.", "",
+    g = r["settings"]
+    lines = [f"Model `{r['model']}`; seed {r['seed']}; {g['num_steps']} steps, guidance {g['guidance_scale']:g}, "
+             f"shift {g['shift']:g}; {r['seconds']:.0f} s in all.", "",
              "| part | n | " + " | ".join(ATTRIBUTES) + " | all right |",
              "|---|---:|" + "---:|" * (len(ATTRIBUTES) + 1)]
     for part in ("text_to_image", "image_to_video"):
@@ -121,6 +125,9 @@ def parse_args(argv):
     p.add_argument("--i2v", type=int, default=32, help="clips for image-to-video")
     p.add_argument("--new-frames", type=int, default=16, help="frames each image-to-video clip adds")
     p.add_argument("--seed", type=int, default=1000, help="seed of the first sample (sample k uses seed + k)")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the model folder's)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the folder's)")
+    p.add_argument("--shift", type=float, help="sampling schedule shift (default: the folder's)")
     return p.parse_args(argv)
 
 
@@ -133,8 +140,9 @@ def main(argv: list[str] | None = None) -> int:
 
         model = (args.model or default_model_path()).resolve()
         pipe = VideoPipeline.from_pretrained(model, device="cpu")
-        t2i = text_to_image(pipe, captions(False)[:args.t2i], args.seed)
-        i2v = image_to_video(pipe, args.i2v, args.seed, args.new_frames)
+        settings = {"num_steps": args.steps, "guidance_scale": args.guidance, "shift": args.shift}
+        t2i = text_to_image(pipe, captions(False)[:args.t2i], args.seed, **settings)
+        i2v = image_to_video(pipe, args.i2v, args.seed, args.new_frames, **settings)
     except VideogenError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -143,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         accuracy["text_to_image"] = share(t2i, (*IMAGE_ATTRIBUTES, "all_correct"))
     if i2v:
         accuracy["image_to_video"] = share(i2v, (*ATTRIBUTES, "all_correct"))
-    result = {"model": str(model), "seed": args.seed, "seconds": time.perf_counter() - start,
+    result = {"model": str(model), "seed": args.seed, "settings": {**pipe.defaults.__dict__, **{
+                  k: v for k, v in settings.items() if v is not None}}, "seconds": time.perf_counter() - start,
               "accuracy": accuracy, "text_to_image": t2i, "image_to_video": i2v}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
