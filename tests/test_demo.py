@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -336,6 +337,19 @@ def test_eval_shapes_runs_end_to_end_on_a_tiny_model(tiny_demo, tmp_path):
     assert tool.main(argv[:4] + ["--caption", "a dog running"]) == 2
 
 
+def test_corner_first_frames_fit_both_directions():
+    """The direction-word probe's first frames: a path either way stays inside the canvas (ShapeClip checks),
+    so the position alone cannot tell which of the two words was given."""
+    corner_spec = _tool("eval_parts").corner_spec
+    rng = np.random.default_rng(0)
+    for horizontal in ("left", "right"):
+        for vertical in ("up", "down"):
+            for _ in range(50):
+                h, v = corner_spec(rng, horizontal, vertical)
+                assert (h.direction, v.direction) == (horizontal, vertical)
+                assert (h.x, h.size, h.travel, h.color, h.shape) == (v.x, v.size, v.travel, v.color, v.shape)
+                replace(h, y=v.y)  # the horizontal path from the shared first frame is valid too
+
 
 @pytest.mark.slow
 def test_eval_parts_scores_text_to_image_and_image_to_video_apart(tiny_demo, tmp_path):
@@ -343,7 +357,7 @@ def test_eval_parts_scores_text_to_image_and_image_to_video_apart(tiny_demo, tmp
     tool = _tool("eval_parts")
     out = tmp_path / "parts"
     assert tool.main(["--model", str(root / "demo-model"), "--out", str(out), "--t2i", "2", "--i2v", "4",
-                      "--new-frames", "4", "--steps", "3"]) == 0
+                      "--word", "4", "--new-frames", "4", "--steps", "3"]) == 0
     report = json.loads((out / "report.json").read_text())
     folder = json.loads((root / "demo-model" / "videogen.json").read_text())
     # --steps overrides the folder's sampling settings; those not given stay the folder's
@@ -361,8 +375,14 @@ def test_eval_parts_scores_text_to_image_and_image_to_video_apart(tiny_demo, tmp
         # what the analyser saw is recorded, and a right attribute is exactly one seen as captioned
         assert all(set(r["seen"]) == set(parts) for r in rows)
         assert all(r[k] == (r["seen"][k] == getattr(parse_caption(r["caption"]), k)) for r in rows for k in parts)
+    # the direction-word probe: corners in turn, each first frame given the two directions that fit there
+    word = report["direction_word"]
+    assert [r["words"] for r in word] == [["left", "up"], ["right", "up"], ["left", "down"], ["right", "down"]]
+    assert all(r["right"] == [s == w for s, w in zip(r["seen"], r["words"])] and r["both"] == all(r["right"])
+               for r in word)
+    assert report["accuracy"]["direction_word"]["followed"] == np.mean([r["right"] for r in word])
     text = (out / "report.md").read_text()
-    assert "| image-to-video | 4 |" in text and "; 3 steps, guidance 5," in text
+    assert "| image-to-video | 4 |" in text and "Direction word: 4 corner first frames" in text and "; 3 steps, guidance 5," in text
     # the shape table: one row per captioned shape, its counts adding up to that shape's clips
     table = [line for line in text.split("Shapes, image-to-video:")[1].splitlines() if line.startswith("| ")][1:]
     counts = {line.split("|")[1].strip(): sum(int(c) for c in line.split("|")[2:-1]) for line in table}

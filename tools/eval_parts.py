@@ -11,6 +11,14 @@ separately, each by pixel analysis (`videogen.eval.shapes.analyze`) of what the 
   (every direction equally often, colours, shapes and backgrounds drawn), animated by
   `VideoPipeline.extend` with the folder's method, and its new frames scored on all four attributes.
 
+- **the direction word** (``--word`` first frames): in the shapes world a clip's start position leaves room
+  for its travel, so a first frame drawn for one direction tells much of it (an object on the right can only
+  move left, up or down), and image-to-video can score its direction from the position without reading
+  the word. Here each first frame is placed in a corner, where two directions fit (top left: right and
+  down), and animated twice from the same noise, once with each of those words. A model that ignores the word
+  moves the object the same way both times and can be right at most once per frame; ``both`` counts the frames where the
+  object went as captioned both times.
+
 The product of the two "all right" shares is roughly what image-first text-to-video can reach.
 
 Writes ``OUT/report.md`` and ``OUT/report.json``.
@@ -79,6 +87,45 @@ def image_to_video(pipe, clips: int, seed: int, new_frames: int, **settings) -> 
     return rows
 
 
+def corner_spec(rng, horizontal: str, vertical: str):
+    """A shapes-world clip whose first frame lies where both ``horizontal`` and ``vertical`` motion fit."""
+    from dataclasses import replace
+
+    from videogen.data.shapes import MARGIN, sample_spec
+
+    spec = sample_spec(rng, "all", direction=horizontal)  # x leaves room for the horizontal travel
+    low, high = spec.size / 2 + MARGIN, 1 - spec.size / 2 - MARGIN
+    dy = DIRECTIONS[vertical][1]
+    y = rng.uniform(low + max(-dy, 0) * spec.travel, high - max(dy, 0) * spec.travel)
+    return spec, replace(spec, direction=vertical, y=y)
+
+
+def direction_word(pipe, frames: int, seed: int, new_frames: int, **settings) -> list[dict]:
+    """``frames`` corner first frames (corners in turn), each animated with both directions that fit there."""
+    from dataclasses import replace
+
+    from videogen.data.shapes import render
+
+    rng, size = np.random.default_rng(seed), pipe.defaults.height
+    corners = [(h, v) for v in ("up", "down") for h in ("left", "right")]
+    rows = []
+    for k in range(frames):
+        horizontal, vertical = corner_spec(rng, *corners[k % len(corners)])
+        horizontal = replace(horizontal, y=vertical.y)  # one first frame, two captions
+        first = render(horizontal, size=size, num_frames=1)[0]
+        seen = []
+        for spec in (horizontal, vertical):  # the same noise: only the word differs
+            video = pipe.extend(first, spec.caption, new_frames, seed=seed + k, progress=False, **settings)
+            seen.append(analyze(video.frames[1:]).direction)
+        row = {"caption": horizontal.caption, "seed": seed + k,
+               "words": [horizontal.direction, vertical.direction], "seen": seen,
+               "right": [s == w for s, w in zip(seen, (horizontal.direction, vertical.direction))]}
+        row["both"] = all(row["right"])
+        rows.append(row)
+        print(f"[word {k + 1}/{frames}] {row['words']} -> {seen}", flush=True)
+    return rows
+
+
 def drawn(seen, attributes) -> dict[str, str]:
     """What the analyser saw, attribute by attribute ("none" where it found nothing to judge)."""
     return {a: getattr(seen, a) for a in attributes}
@@ -114,6 +161,13 @@ def markdown(r: dict) -> str:
     for part in ("text_to_image", "image_to_video"):
         if r[part]:
             lines += ["", f"Shapes, {part.replace('_', '-')}:", "", *shape_table(r[part])]
+    word = r["accuracy"].get("direction_word")
+    if word:
+        n = len(r["direction_word"])
+        lines += ["", f"Direction word: {n} corner first frames, each animated with the two directions that fit "
+                  f"there: the object went as the word said in {100 * word['followed']:.0f}% of the {2 * n} clips "
+                  f"(50% if the word is ignored), both ways right on {100 * word['both']:.0f}% of the frames "
+                  "(0% if ignored)."]
     return "\n".join(lines) + "\n"
 
 
@@ -123,6 +177,7 @@ def parse_args(argv):
     p.add_argument("--out", type=Path, default=Path("runs/eval-parts"), help="folder for the reports")
     p.add_argument("--t2i", type=int, default=72, help="captions for text-to-image (the first N of 72)")
     p.add_argument("--i2v", type=int, default=32, help="clips for image-to-video")
+    p.add_argument("--word", type=int, default=16, help="corner first frames for the direction-word probe")
     p.add_argument("--new-frames", type=int, default=16, help="frames each image-to-video clip adds")
     p.add_argument("--seed", type=int, default=1000, help="seed of the first sample (sample k uses seed + k)")
     p.add_argument("--steps", type=int, help="sampling steps (default: the model folder's)")
@@ -143,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = {"num_steps": args.steps, "guidance_scale": args.guidance, "shift": args.shift}
         t2i = text_to_image(pipe, captions(False)[:args.t2i], args.seed, **settings)
         i2v = image_to_video(pipe, args.i2v, args.seed, args.new_frames, **settings)
+        word = direction_word(pipe, args.word, args.seed, args.new_frames, **settings)
     except VideogenError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -151,9 +207,12 @@ def main(argv: list[str] | None = None) -> int:
         accuracy["text_to_image"] = share(t2i, (*IMAGE_ATTRIBUTES, "all_correct"))
     if i2v:
         accuracy["image_to_video"] = share(i2v, (*ATTRIBUTES, "all_correct"))
+    if word:
+        accuracy["direction_word"] = {"followed": float(np.mean([r["right"] for r in word])),
+                                      "both": share(word, ("both",))["both"]}
     result = {"model": str(model), "seed": args.seed, "settings": {**pipe.defaults.__dict__, **{
                   k: v for k, v in settings.items() if v is not None}}, "seconds": time.perf_counter() - start,
-              "accuracy": accuracy, "text_to_image": t2i, "image_to_video": i2v}
+              "accuracy": accuracy, "text_to_image": t2i, "image_to_video": i2v, "direction_word": word}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "report.md").write_text(markdown(result))
