@@ -15,9 +15,9 @@ separately, each by pixel analysis (`videogen.eval.shapes.analyze`) of what the 
   for its travel, so a first frame drawn for one direction tells much of it (an object on the right can only
   move left, up or down), and image-to-video can score its direction from the position without reading
   the word. Here each first frame is placed in a corner, where two directions fit (top left: right and
-  down), and animated twice from the same noise, once with each of those words. A model that ignores the word
-  moves the object the same way both times and can be right at most once per frame; ``both`` counts the frames where the
-  object went as captioned both times.
+  down), and animated twice from the same noise, once with each of those words. A model that ignores the
+  word moves the object the same way both times and can be right at most once per frame; ``both`` counts
+  the frames where the object went as captioned both times.
 
 The product of the two "all right" shares is roughly what image-first text-to-video can reach.
 
@@ -88,41 +88,34 @@ def image_to_video(pipe, clips: int, seed: int, new_frames: int, **settings) -> 
 
 
 def corner_spec(rng, horizontal: str, vertical: str):
-    """A shapes-world clip whose first frame lies where both ``horizontal`` and ``vertical`` motion fit."""
+    """Two shapes-world clips with one first frame, moving ``horizontal`` and ``vertical``: the frame lies in
+    the corner where both paths fit."""
     from dataclasses import replace
 
-    from videogen.data.shapes import MARGIN, sample_spec
+    from videogen.data.shapes import sample_spec, start_range
 
     spec = sample_spec(rng, "all", direction=horizontal)  # x leaves room for the horizontal travel
-    low, high = spec.size / 2 + MARGIN, 1 - spec.size / 2 - MARGIN
-    dy = DIRECTIONS[vertical][1]
-    y = rng.uniform(low + max(-dy, 0) * spec.travel, high - max(dy, 0) * spec.travel)
-    return spec, replace(spec, direction=vertical, y=y)
+    y = rng.uniform(*start_range(spec.size, spec.travel, DIRECTIONS[vertical][1]))
+    return replace(spec, y=y), replace(spec, direction=vertical, y=y)
 
 
 def direction_word(pipe, frames: int, seed: int, new_frames: int, **settings) -> list[dict]:
     """``frames`` corner first frames (corners in turn), each animated with both directions that fit there."""
-    from dataclasses import replace
-
     from videogen.data.shapes import render
 
     rng, size = np.random.default_rng(seed), pipe.defaults.height
     corners = [(h, v) for v in ("up", "down") for h in ("left", "right")]
     rows = []
     for k in range(frames):
-        horizontal, vertical = corner_spec(rng, *corners[k % len(corners)])
-        horizontal = replace(horizontal, y=vertical.y)  # one first frame, two captions
-        first = render(horizontal, size=size, num_frames=1)[0]
-        seen = []
-        for spec in (horizontal, vertical):  # the same noise: only the word differs
-            video = pipe.extend(first, spec.caption, new_frames, seed=seed + k, progress=False, **settings)
-            seen.append(analyze(video.frames[1:]).direction)
-        row = {"caption": horizontal.caption, "seed": seed + k,
-               "words": [horizontal.direction, vertical.direction], "seen": seen,
-               "right": [s == w for s, w in zip(seen, (horizontal.direction, vertical.direction))]}
-        row["both"] = all(row["right"])
-        rows.append(row)
-        print(f"[word {k + 1}/{frames}] {row['words']} -> {seen}", flush=True)
+        specs = corner_spec(rng, *corners[k % len(corners)])
+        first = render(specs[0], size=size, num_frames=1)[0]  # one first frame, two captions
+        words = [spec.direction for spec in specs]
+        seen = [analyze(pipe.extend(first, spec.caption, new_frames, seed=seed + k, progress=False,  # same noise
+                                    **settings).frames[1:]).direction for spec in specs]
+        right = [s == w for s, w in zip(seen, words)]
+        rows.append({"caption": specs[0].caption, "seed": seed + k, "words": words, "seen": seen, "right": right,
+                     "both": all(right)})
+        print(f"[word {k + 1}/{frames}] {words} -> {seen}", flush=True)
     return rows
 
 

@@ -177,12 +177,18 @@ def sample_spec(
     _check_choice("direction", direction, DIRECTIONS)
     size = rng.uniform(*SIZE_RANGE)
     travel = rng.uniform(*TRAVEL_RANGE)
-    low, high = size / 2 + MARGIN, 1 - size / 2 - MARGIN
     dx, dy = DIRECTIONS[direction]
-    # along the motion the start leaves room for the travel ahead; across it, anywhere inside
-    x = rng.uniform(low + max(-dx, 0) * travel, high - max(dx, 0) * travel)
-    y = rng.uniform(low + max(-dy, 0) * travel, high - max(dy, 0) * travel)
+    x = rng.uniform(*start_range(size, travel, dx))
+    y = rng.uniform(*start_range(size, travel, dy))
     return ShapeClip(color, shape, direction, background, x=x, y=y, size=size, travel=travel)
+
+
+def start_range(size: float, travel: float, step: int) -> tuple[float, float]:
+    """The start coordinates along one axis from which an object of ``size`` moving ``step`` (-1, 0 or 1, a
+    component of `DIRECTIONS`) by ``travel`` stays `MARGIN` inside the canvas: along the motion the start
+    leaves room for the travel ahead; across it (step 0), anywhere inside."""
+    low, high = size / 2 + MARGIN, 1 - size / 2 - MARGIN
+    return low + max(-step, 0) * travel, high - max(step, 0) * travel
 
 
 # ------------------------------------------------------------------------------------------------ render
