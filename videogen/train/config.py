@@ -139,6 +139,8 @@ class TrainLoopConfig:
     max_steps: int = 100  # optimizer steps
     max_minutes: float = 0.0  # wall-time budget of one invocation: past it, end as at max_steps (checkpoint,
     # export, validation) at that step; --resume goes on toward max_steps. 0: no budget
+    stop_step: int = 0  # end at this step (checkpoint, export, validation) as at max_steps, while the learning-rate
+    # schedule still spans max_steps: how a run stopped by a budget is reproduced step for step; 0: at max_steps
     batch_size: int = 1  # samples per process per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
     mixed_precision: Literal["auto", "no", "bf16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
@@ -149,6 +151,11 @@ class TrainLoopConfig:
     log_every: int = 1  # steps between log rows
     validate_every: int = 0  # steps between validation videos; 0: only at the end
     compile: bool = False  # torch.compile the trained network in place (for GPUs; no gain measured on a CPU)
+
+    @property
+    def end_step(self) -> int:
+        """The step a run ends at: ``stop_step`` when set and sooner, else ``max_steps``."""
+        return min(self.stop_step, self.max_steps) if self.stop_step else self.max_steps
 
 
 @dataclass
@@ -212,6 +219,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name in ("max_steps", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints", "log_every"):
         if getattr(t, name) < 1:
             raise ConfigError(f"train.{name}: {getattr(t, name)} must be at least 1")
+    if t.stop_step < 0:
+        raise ConfigError(f"train.stop_step: {t.stop_step} must be 0 (stop at max_steps) or more")
     if not t.max_minutes >= 0:
         raise ConfigError(f"train.max_minutes: {t.max_minutes} must be 0 (no budget) or more")
     if cfg.model.freeze_encoder and (cfg.task != "vae" or cfg.model.latent_stats != "keep"):

@@ -1,7 +1,7 @@
 """The training loop: one trainer for the VAE and the DiT, full or LoRA, one process or many.
 
 ``Trainer(cfg, output).run()`` builds the run (models, data, cache, optimizer), optionally restores the
-latest checkpoint, and steps until ``train.max_steps``: each step draws ``grad_accum`` micro-batches,
+latest checkpoint, and steps until ``train.max_steps`` (or ``train.stop_step``): each step draws ``grad_accum`` micro-batches,
 back-propagates, clips, steps AdamW and the schedule, updates the EMA, logs, and now and then writes a
 checkpoint or validation videos. accelerate places the model (DDP, or FSDP by config) and runs the bf16
 autocast; the data order, noise and timesteps come from explicit, checkpointed state, which is why an
@@ -374,18 +374,19 @@ class Trainer:
             self.load_checkpoint(ckpt.find_resume(self.output))
         samples, stats, late = 0, {"loss": float("nan")}, False
         budget = cfg.train.max_minutes * 60
+        end = cfg.train.end_step
         log = RunLog(self.output, cfg, enabled=acc.is_main_process, resume_step=self.step if self.resume else None)
         batches = iter(self.stream)
         self.model.train()
-        with self._signals(), log, tqdm(total=cfg.train.max_steps, initial=self.step, desc="training", unit="step",
+        with self._signals(), log, tqdm(total=end, initial=self.step, desc="training", unit="step",
                                         disable=not self.show, dynamic_ncols=True) as bar:
-            while self.step < cfg.train.max_steps:
+            while self.step < end:
                 stats = self._step(batches)
                 samples += stats["samples"] * acc.num_processes
                 rate = samples / max(time.perf_counter() - start, 1e-9)
                 bar.update(1)
                 bar.set_postfix(loss=f"{stats['loss']:.4f}", samples_s=f"{rate:.2f}")
-                if self.step % cfg.train.log_every == 0 or self.step == cfg.train.max_steps:
+                if self.step % cfg.train.log_every == 0 or self.step == end:
                     log.row(self.step, {**stats, "samples_per_s": rate})
                 if self.callback is not None:
                     self.callback(self, self.step, stats)
@@ -399,7 +400,7 @@ class Trainer:
                         bar.write(f"train.max_minutes ({cfg.train.max_minutes:g}) reached at step {self.step} of "
                                   f"{cfg.train.max_steps}: exporting (--resume goes on)", file=sys.stderr)
                     break
-                if self.step % cfg.train.checkpoint_every == 0 and self.step < cfg.train.max_steps:
+                if self.step % cfg.train.checkpoint_every == 0 and self.step < end:
                     self.save_checkpoint()
                 if cfg.train.validate_every and self.step % cfg.train.validate_every == 0:
                     self._validate()
