@@ -115,7 +115,8 @@ TINY = [
 @pytest.fixture(scope="module")
 def tiny_demo(tmp_path_factory):
     """train_demo on a tiny override: 1 step per stage (2 for dit-more, which continues dit's checkpoint), then
-    again with the DiT to 2 steps and dit-more to 3 (resumes), and with --vae4 (stages 5 and 6, shipped)."""
+    again with the DiT to 2 steps and dit-more to 3 (resumes), and with --p2 (stages 5 and 6 of --vae4, then
+    stage 7's two patch-2 DiT stages, stopped at steps 1 and 2: shipped)."""
     root = tmp_path_factory.mktemp("demo")
     tool = _tool("train_demo")
     args = ["--runs", str(root / "runs"), "--assets", str(root / "demo-model"), *TINY]
@@ -125,8 +126,8 @@ def tiny_demo(tmp_path_factory):
     vaes = ["--set-vae", "train.max_steps=1", "--set-vae4", "train.max_steps=1"]
     assert tool.main([*args, *vaes]) == 2  # the shipped folder is not replaced...
     assert tool.main([*args, *vaes, "--set-dit", "train.max_steps=2", "--dit-more-steps", "3", "--overwrite",
-                      "--vae4", "--dit4-more-steps", "3", "--vae4-decoder-more-steps", "2",
-                      "--vae4-decoder-polish-steps", "3"]) == 0
+                      "--p2", "--dit4-more-steps", "3", "--vae4-decoder-more-steps", "2",
+                      "--vae4-decoder-polish-steps", "3", "--p2-t2i-steps", "1", "--p2-if-steps", "2"]) == 0
     return root, first
 
 
@@ -141,7 +142,8 @@ def test_train_demo_trains_resumes_and_assembles(tiny_demo):
         assert (model / part).is_dir()
     defaults = json.loads((model / "videogen.json").read_text())
     assert defaults == {"num_frames": 5, "height": 16, "width": 16, "fps": 8.0, "num_steps": 2, "guidance_scale": 5.0,
-                        "shift": 3.0, "sampler": "unipc", "negative_prompt": "", "frame_conditioning": True}
+                        "shift": 3.0, "sampler": "unipc", "negative_prompt": "", "frame_conditioning": True,
+                        "image_first": True}
     with safe_open(str(model / "transformer" / "diffusion_pytorch_model.safetensors"), "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
     record = json.loads((model / "training.json").read_text())
@@ -157,20 +159,22 @@ def test_train_demo_trains_resumes_and_assembles(tiny_demo):
             ] == [(1, 1), (1, 1), (1, 1), (2, 1), (3, 1), (2, 1), (3, 1)]
     polish_log = (root / "runs" / "demo-vae4-decoder-polish" / "log.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in polish_log[1:]] == ["1", "2", "3"]  # continued vae4-decoder-more's run
-    assert list(record["stages"]) == ["vae-images", "vae", "dit", "dit-more", *vae4_stages]  # in the order they ran
+    p2_stages = ("dit4p2-t2i", "dit4p2-if")  # stopped by train.stop_step (1 and 2), before max_steps (2)
+    assert [(record["stages"][s]["steps"], record["stages"][s]["invocations"]) for s in p2_stages] == [(1, 1), (2, 1)]
+    assert list(record["stages"]) == ["vae-images", "vae", "dit", "dit-more", *vae4_stages, *p2_stages]  # in order
     more_log = (root / "runs" / "demo-dit-more" / "log.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in more_log[1:]] == ["1", "2", "3"]  # dit's step 1, then its own
     assert dit["seconds"] > first["stages"]["dit"]["seconds"] and np.isfinite(dit["final_loss"])
     log = (root / "runs" / "demo-dit" / "log.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in log[1:]] == ["1", "2"]  # one log row per step: resumed, not restarted
     text = (model / "TRAINING.md").read_text()
-    assert all(f"| {stage} |" in text for stage in ("vae", "dit", "dit-more", "vae4", "dit4", "dit4-more"))
+    assert all(f"| {stage} |" in text for stage in ("vae", "dit", "dit-more", "vae4", "dit4", "dit4-more", *p2_stages))
     assert "float16" in text
-    # the shipped DiT is dit4-more's (dit4 continued: on the 4x VAE, warm-started from dit-more)
+    # the shipped DiT is dit4p2-if's (on patches of 2, warm-started from dit4p2-t2i, on the 4x model's latents)
     shipped = load_file(str(model / "transformer" / "diffusion_pytorch_model.safetensors"))
-    assert json.loads((model / "transformer" / "config.json").read_text())["patch_size"] == [1, 4, 4]
+    assert json.loads((model / "transformer" / "config.json").read_text())["patch_size"] == [1, 2, 2]
     assert json.loads((model / "vae" / "config.json").read_text())["dim_mult"] == [1, 1, 1]  # the 4x VAE
-    for stage, same in (("dit4-more", True), ("dit4", False), ("dit-more", False), ("dit", False)):
+    for stage, same in (("dit4p2-if", True), ("dit4p2-t2i", False), ("dit4-more", False), ("dit-more", False)):
         trained = load_file(str(root / "runs" / f"demo-{stage}" / "model" / "transformer" / "diffusion_pytorch_model.safetensors"))
         assert all(k in shipped and torch.equal(shipped[k], trained[k].half()) for k in trained) == same
     assert "_name_or_path" not in json.loads((model / "vae" / "config.json").read_text())
@@ -183,6 +187,12 @@ def test_train_demo_trains_resumes_and_assembles(tiny_demo):
     assert encoder and all(torch.equal(vaes["vae4"][k], vaes["vae4-decoder-polish"][k]) for k in encoder)
     for earlier in ("vae4", "vae4-decoder", "vae4-decoder-more"):
         assert not all(torch.equal(vaes[earlier][k], vaes["vae4-decoder-polish"][k]) for k in shipped_vae)
+    # stage 7 learned with the 4x model as --vae4 alone ships it (RUNS/demo-model-4x): its frozen T5 is dit4-more's
+    base = root / "runs" / "demo-model-4x"
+    assert json.loads((base / "videogen.json").read_text())["frame_conditioning"] and not (base / "training.json").exists()
+    t5 = {"shipped": model, "dit4-more": root / "runs" / "demo-dit4-more" / "model"}
+    t5 = {k: load_file(str(v / "text_encoder" / "model.safetensors")) for k, v in t5.items()}
+    assert all(torch.equal(t5["shipped"][k], t5["dit4-more"][k].half()) for k in t5["dit4-more"])
     dit_vae_config = root / "runs" / "demo-dit4-more" / "model" / "vae" / "config.json"
     assert json.loads((model / "vae" / "config.json").read_text())["_class_name"] == json.loads(
         dit_vae_config.read_text())["_class_name"]  # the config diffusers reads is the DiT run's, as saved for it

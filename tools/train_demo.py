@@ -26,14 +26,25 @@ Stages, each a `videogen.train` run with a fixed seed into its own run folder un
    embedding and output projection start new (the latent cache goes to ``RUNS/cache4``);
    ``demo-dit4-more``: stage 6 continued from its last checkpoint to step ``--dit4-more-steps`` (6000),
    as stage 4 continues stage 3;
-7. assembly: stage 4's model folder, or with ``--vae4`` stage 6's continuation with stage 5's decoder-trained
-   VAE (``demo-vae4-decoder-polish``; EMA weights, diffusers layout, safetensors), is copied into ``--assets`` (``assets/demo-model``) with a ``videogen.json`` of demo
-   defaults (frames, size, fps, steps, guidance, sampler, shift, frame conditioning), stored in float16
-   when float32 would exceed ``--max-mb``, and with the record of the training in ``TRAINING.md`` and
-   ``training.json``.
+7. with ``--p2``, a new DiT for image-first sampling, on the model stage 6 built (assembled, as step 8
+   does, into ``RUNS/demo-model-4x``; its VAE and its T5, frozen, are the ones the DiT learns with):
+   ``dit4p2-t2i``, a DiT on 1x2x2 patches (8x8 tokens per latent frame) from scratch on text-to-image
+   alone (configs/demo-dit4-t2i-p2.yaml), to step ``--p2-t2i-steps`` (3887); ``dit4p2-if``, that DiT
+   (``model.dit_init``) trained on for image-first sampling: text-to-image batches, and clips with the
+   first latent frame given or the first and last (configs/demo-dit4-p2-imagefirst.yaml), to step
+   ``--p2-if-steps``. Both stop there with ``train.stop_step``, their learning-rate schedules spanning
+   the configs' ``max_steps``, as the time-budgeted runs they reproduce did; their seed is ``--seed`` + 11
+   (11, the seed of those runs, by default);
+8. assembly: stage 4's model folder, or with ``--vae4`` stage 6's continuation with stage 5's decoder-trained
+   VAE (``demo-vae4-decoder-polish``; EMA weights, diffusers layout, safetensors), or with ``--p2``
+   stage 7's, is copied into ``--assets`` (``assets/demo-model``) with a ``videogen.json`` of demo
+   defaults (frames, size, fps, steps, guidance, sampler, shift, frame conditioning, image-first
+   sampling), stored in float16 when float32 would exceed ``--max-mb``, and with the record of the
+   training in ``TRAINING.md`` and ``training.json``.
 
-Stages 5 and 6 run with ``--vae4``, which builds the shipped model (since session 6: docs/benchmarks.md, "the
-4x VAE shipped"); without it the first recipe (stages 1-4) is assembled alone.
+``--p2`` (which implies ``--vae4``) builds the shipped model (since session 16: docs/benchmarks.md, "the
+patch-2 image-first DiT shipped"); ``--vae4`` alone builds session 6-15's, stages 5 and 6; without either
+the first recipe (stages 1-4) is assembled alone.
 
 A stage whose run folder has a checkpoint resumes from it (the trainer's ``--resume``), and a stage that
 already reached its ``train.max_steps`` with its model exported is skipped, so the training may span
@@ -42,7 +53,8 @@ invocations in ``RUNS/train_demo.json``.
 
 Usage (from the repository root)::
 
-    python tools/train_demo.py --vae4                            # the shipped model, ~9.5 h on a 2-core CPU
+    python tools/train_demo.py --p2                              # the shipped model, ~12 h on a 2-core CPU
+    python tools/train_demo.py --vae4                            # the model shipped until session 15, ~9.5 h
     python tools/train_demo.py                                   # stages 1-4 alone, ~3 h
     python tools/train_demo.py --runs /tmp/r --assets /tmp/m --set train.max_steps=2 \\
         --set data.shapes_samples=4 ...                         # a smoke run (tests/test_demo.py)
@@ -70,10 +82,12 @@ from videogen.errors import InputError, ResourceError, VideogenError  # noqa: E4
 STAGES = ("vae-images", "vae", "dit", "dit-more")
 VAE4_STAGES = ("vae4-images", "vae4", "vae4-decoder", "vae4-decoder-more", "vae4-decoder-polish", "dit4",
                "dit4-more")  # with --vae4
+P2_STAGES = ("dit4p2-t2i", "dit4p2-if")  # with --p2
 # Measured on the DiT after stage 3: swapping the colour word raised its loss by 16% at
 # sigma 0.9 and swapping the direction word by 1%: the text decides a clip at high noise, where the model
 # was weakest (loss 0.29 there vs 0.09 at sigma 0.6). Shift 2 moves the median training sigma from 0.5 to 0.67.
 DIT_MORE = ["objective.shift=2.0"]
+P2_IF_STEPS = 1799  # where the shipped run stopped (60 min, then 30 more, on a 2-core CPU)
 RECORD_FILE = "train_demo.json"
 WEIGHT_SUFFIX = ".safetensors"
 
@@ -140,14 +154,14 @@ def stage_config(config: Path, overrides: list[str]):
     return cfg
 
 
-def stage_done(run: Path, max_steps: int) -> bool:
-    """The run reached ``max_steps`` and exported its model folder."""
+def stage_done(run: Path, end_step: int) -> bool:
+    """The run reached ``end_step`` and exported its model folder."""
     from videogen.train import state
 
     latest = state.latest(run)
     if latest is None or not (run / "model").is_dir():
         return False
-    return json.loads((latest / "state.json").read_text())["step"] >= max_steps
+    return json.loads((latest / "state.json").read_text())["step"] >= end_step
 
 
 def prepare_run(run: Path) -> bool:
@@ -183,7 +197,7 @@ def seed_continuation(source: Path, run: Path) -> None:
 
 
 def run_stage(name: str, config: Path, overrides: list[str], runs: Path, record: dict[str, StageRecord]):
-    """Train one stage to its max_steps (resuming or skipping as its run folder says); returns its config."""
+    """Train one stage to its end step (resuming or skipping as its run folder says); returns its config."""
     from videogen.train.trainer import train
 
     run = runs / f"demo-{name}"
@@ -191,11 +205,11 @@ def run_stage(name: str, config: Path, overrides: list[str], runs: Path, record:
     rec = record.get(name) or StageRecord(config=str(config), overrides=overrides, run=str(run))
     rec.config, rec.overrides = str(config), overrides
     record[name] = rec
-    if stage_done(run, cfg.train.max_steps):
+    if stage_done(run, cfg.train.end_step):
         print(f"stage {name}: done already ({run}), skipped", flush=True)
         return cfg
     resume = prepare_run(run)
-    print(f"stage {name}: {'resuming' if resume else 'training'} {run} to step {cfg.train.max_steps}", flush=True)
+    print(f"stage {name}: {'resuming' if resume else 'training'} {run} to step {cfg.train.end_step}", flush=True)
     start = time.perf_counter()
     try:
         rec.samples_per_second = train(cfg, run, resume=resume).samples_per_second
@@ -243,6 +257,7 @@ def demo_defaults(cfg) -> dict:
         "negative_prompt": "",
         # trained with known first / first-and-last latent frames, so extend and interpolate work by timestep
         "frame_conditioning": o.p_first > 0 or o.p_first_last > 0,
+        **({"image_first": True} if o.p_image > 0 and o.p_first > 0 else {}),  # text-to-image, then image-to-video
     }
 
 
@@ -384,6 +399,10 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--vae4-config", type=Path, default=ROOT / "configs" / "demo-vae4.yaml")
     p.add_argument("--vae4-decoder-config", type=Path, default=ROOT / "configs" / "demo-vae4-decoder.yaml")
     p.add_argument("--dit4-config", type=Path, default=ROOT / "configs" / "demo-dit4.yaml")
+    p.add_argument("--p2-t2i-config", type=Path, default=ROOT / "configs" / "demo-dit4-t2i-p2.yaml")
+    p.add_argument("--p2-if-config", type=Path, default=ROOT / "configs" / "demo-dit4-p2-imagefirst.yaml")
+    p.add_argument("--p2-t2i-steps", type=int, default=3887, help="the step stage dit4p2-t2i stops at")
+    p.add_argument("--p2-if-steps", type=int, default=P2_IF_STEPS, help="the step stage dit4p2-if stops at")
     p.add_argument("--dit-more-steps", type=int, default=7000, help="the step stage dit-more continues the DiT to")
     p.add_argument("--dit4-more-steps", type=int, default=6000, help="the step stage dit4-more continues dit4 to")
     p.add_argument("--vae4-decoder-more-steps", type=int, default=8000,
@@ -397,6 +416,8 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--set-dit", action="append", default=[], metavar="KEY=VALUE", help="override in every DiT stage")
     p.add_argument("--vae4", action="store_true",
                    help="also train stages 5 (the 4x VAE) and 6 (the DiT moved onto it), and ship that")
+    p.add_argument("--p2", action="store_true",
+                   help="also train stage 7 (a patch-2 DiT for image-first sampling on stage 6's model), and ship that")
     p.add_argument("--max-mb", type=float, default=30.0, help="size limit of the shipped folder (MB)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --assets folder")
     return p.parse_args(argv)
@@ -420,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         run_stage("dit", args.dit_config, seed + wiring + args.set + args.set_dit, runs, record)
         cfg = run_continuation("dit", args.dit_config, seed + wiring + args.set + args.set_dit + DIT_MORE,
                                args.dit_more_steps, runs, record)
+        args.vae4 = args.vae4 or args.p2
         if args.vae4:
             run_stage("vae4-images", args.vae4_images_config, seed + args.set + args.set_vae4, runs, record)
             images_vae4 = [f"model.vae={runs / 'demo-vae4-images' / 'model'}"]
@@ -438,10 +460,24 @@ def main(argv: list[str] | None = None) -> int:
             run_stage("dit4", args.dit4_config, seed + wiring4 + args.set + args.set_dit, runs, record)
             cfg = run_continuation("dit4", args.dit4_config, seed + wiring4 + args.set + args.set_dit,
                                    args.dit4_more_steps, runs, record)
-        shipped = "demo-dit4-more" if args.vae4 else "demo-dit-more"
-        shipped_record = {name: record[name] for name in STAGES + VAE4_STAGES  # in the order they run
-                          if name in record and (args.vae4 or name not in VAE4_STAGES)}
         vae = runs / "demo-vae4-decoder-polish" / "model" if args.vae4 else None
+        if args.p2:
+            base = runs / "demo-model-4x"  # what --vae4 alone ships: the VAE and T5 stage 7 learns with
+            assemble(runs / "demo-dit4-more" / "model", base, demo_defaults(cfg), max_mb=args.max_mb, overwrite=True,
+                     vae=vae)
+            seed_p2 = [f"seed={args.seed + 11}"]
+            wiring_p2 = [f"model.vae={base}", f"model.text_encoder={base}", f"data.cache_dir={runs / 'cache4'}",
+                         "train.max_minutes=0"]
+            run_stage("dit4p2-t2i", args.p2_t2i_config, seed_p2 + wiring_p2 + args.set + args.set_dit
+                      + [f"train.stop_step={args.p2_t2i_steps}"], runs, record)
+            init = [f"model.dit_init={runs / 'demo-dit4p2-t2i' / 'model'}"]
+            cfg = run_stage("dit4p2-if", args.p2_if_config, seed_p2 + wiring_p2 + init + args.set + args.set_dit
+                            + [f"train.stop_step={args.p2_if_steps}"], runs, record)
+            vae = None  # the stage-7 DiT's folder holds the base folder's VAE already
+        shipped = "demo-dit4p2-if" if args.p2 else "demo-dit4-more" if args.vae4 else "demo-dit-more"
+        shipped_record = {name: record[name] for name in STAGES + VAE4_STAGES + P2_STAGES  # in the order they run
+                          if name in record and (args.vae4 or name not in VAE4_STAGES)
+                          and (args.p2 or name not in P2_STAGES)}
         facts = assemble(runs / shipped / "model", args.assets, demo_defaults(cfg), max_mb=args.max_mb,
                          overwrite=args.overwrite, vae=vae)
         write_training_record(args.assets, shipped_record, facts, argv)
