@@ -446,12 +446,12 @@ def fixed_prompt_scores(shipped_pipe, tmp_path_factory) -> list[dict]:
     return results
 
 
-# The shipped model (the 4x VAE: 4,000 + 1,000 steps, then its decoder 8,000 more; the DiT: 7,000 steps on the
-# 8x VAE, then 6,000 on the 4x)
-# falls far short of issue 7's adherence target: 7% of 144 clips all right (docs/benchmarks.md, "Demo model").
-# The tests below hold it to what it measured on these fixed cases (a floor that a broken or swapped model
-# fails), and the xfail(strict) ones state the issues' targets: they start to pass, and so fail here, once a
-# model meets them.
+# The shipped model (session 16: the 4x VAE; a patch-2 DiT, 3,887 steps of text-to-image then 2,795 for
+# image-first sampling, with the T5 of the DiT shipped before it) falls far short of issue 7's adherence
+# target: 11% of 144 clips all right, direction at chance (docs/benchmarks.md, "Demo model"). On these fixed
+# cases it does better than that: 3 of 4 prompts right. The tests below hold it to what it measured here
+# (floors that a broken, swapped or older model fails: the session-10 model got 0 of 4), and the
+# xfail(strict) one states a target it misses: it starts to pass, and so fails here, once a model meets it.
 NOT_MET = "issue 7/8 target not met by the shipped demo model (docs/benchmarks.md)"
 
 
@@ -461,16 +461,17 @@ def test_shipped_model_draws_the_prompted_background(fixed_prompt_scores):
 
 
 @needs_shipped
-def test_shipped_model_follows_colour_direction_and_background_words(fixed_prompt_scores):
-    # measured: colour 3, direction 0, background 3 of 4 (the DiT draws round blobs and rarely moves them as
-    # told); a model that ignored the prompt would expect ~0.7 + 1 + 1.3. Tolerance: one attribute.
-    right = sum(r[name] for r in fixed_prompt_scores for name in ("color", "direction", "background"))
-    assert right >= 5, fixed_prompt_scores
+def test_shipped_model_follows_colour_shape_direction_and_background_words(fixed_prompt_scores):
+    # measured: colour 3, shape 4, direction 3, background 3 of 4 (the held-out yellow triangle comes out in
+    # another colour, on another background, moving another way); a model that ignored the prompt would
+    # expect ~0.7 + 1.3 + 1 + 1.3, the session-10 model got 3 + 2 + 0 + 3. Tolerance: one attribute.
+    right = sum(r[name] for r in fixed_prompt_scores for name in ("color", "shape", "direction", "background"))
+    assert right >= 12, fixed_prompt_scores
 
 
 @needs_shipped
-@pytest.mark.xfail(strict=True, reason=NOT_MET)
 def test_shipped_model_follows_fixed_prompts(fixed_prompt_scores):
+    # issue 7's check of a handful of fixed prompts; measured: 3 of 4 right. Over 144 prompts: 11%.
     wrong = [(c, r) for (c, _), r in zip(PROMPTS, fixed_prompt_scores) if not r["all_correct"]]
     assert len(wrong) <= 1, wrong  # tolerance: one clip of four may miss an attribute
 
@@ -538,7 +539,7 @@ def test_shipped_model_extends_a_clip_seamlessly_keeping_colour_and_shape(extend
     assert out.shape == (33, 64, 64, 3) and np.array_equal(out[:17], frames)  # the input, as it was
     kept = measures.attributes_kept(out[17:], spec)
     assert kept["color"] and kept["shape"], kept  # measured; the direction is not kept (see below)
-    assert measures.seam_jump(out, 17) < 3.0  # the first new frame is about one frame's motion on (measured 2.7)
+    assert measures.seam_jump(out, 17) < 3.0  # the first new frame is about one frame's motion on (measured 2.3)
 
 
 @needs_shipped
@@ -568,16 +569,18 @@ def test_shipped_model_extends_a_clip_continuing_its_direction(extended):
 
 
 @needs_shipped
-@pytest.mark.xfail(strict=True, reason=NOT_MET)
 def test_shipped_model_interpolates_along_a_steady_path(interpolated):
     spec, _, out = interpolated
     mean_dev, max_dev = _tool("eval_tasks").path_deviation(out, spec)
-    assert mean_dev < 0.06 and max_dev < 0.15, (mean_dev, max_dev)  # fractions of the side (measured 0.08, 0.20)
+    # fractions of the side; measured 0.021, 0.044 (the session-10 model: 0.074, 0.191)
+    assert mean_dev < 0.06 and max_dev < 0.15, (mean_dev, max_dev)
 
 
 @needs_shipped
-@pytest.mark.xfail(strict=True, reason=NOT_MET)
 def test_shipped_model_animates_an_image_as_prompted(animated):
+    # measured: colour, shape and direction kept (the session-10 model: colour only). A rendered first frame
+    # starts where its path fits, so the direction here is what the start position says as much as the word
+    # (docs/benchmarks.md, session 15; tools/eval_parts.py --word measures the word alone)
     spec, _, out = animated
     kept = _tool("eval_tasks").attributes_kept(out, spec)
     assert all(kept.values()), kept

@@ -87,7 +87,7 @@ P2_STAGES = ("dit4p2-t2i", "dit4p2-if")  # with --p2
 # sigma 0.9 and swapping the direction word by 1%: the text decides a clip at high noise, where the model
 # was weakest (loss 0.29 there vs 0.09 at sigma 0.6). Shift 2 moves the median training sigma from 0.5 to 0.67.
 DIT_MORE = ["objective.shift=2.0"]
-P2_IF_STEPS = 1799  # where the shipped run stopped (60 min, then 30 more, on a 2-core CPU)
+P2_IF_STEPS = 2795  # where the shipped run stopped (60 min, then 30 and 50 more, on a 2-core CPU)
 RECORD_FILE = "train_demo.json"
 WEIGHT_SUFFIX = ".safetensors"
 
