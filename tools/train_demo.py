@@ -47,8 +47,8 @@ patch-2 image-first DiT shipped"); ``--vae4`` alone builds session 6-15's, stage
 the first recipe (stages 1-4) is assembled alone.
 
 A stage whose run folder has a checkpoint resumes from it (the trainer's ``--resume``), and a stage that
-already reached its ``train.max_steps`` with its model exported is skipped, so the training may span
-sessions: run the same command again after an interruption. Wall time is accumulated per stage over all
+already reached its end step (``train.max_steps``, or ``train.stop_step``) with its model exported is
+skipped, so the training may span sessions: run the same command again after an interruption. Wall time is accumulated per stage over all
 invocations in ``RUNS/train_demo.json``.
 
 Usage (from the repository root)::
@@ -244,7 +244,9 @@ def _update_progress(rec: StageRecord, run: Path) -> None:
 
 def demo_defaults(cfg) -> dict:
     """videogen.json of the shipped model: the validation settings its DiT stage was watched with."""
-    v, o = cfg.validation, cfg.objective
+    from videogen.train.models import trained_sampling
+
+    v = cfg.validation
     return {
         "num_frames": v.frames,
         "height": v.height,
@@ -255,9 +257,10 @@ def demo_defaults(cfg) -> dict:
         "shift": v.shift,
         "sampler": "unipc",
         "negative_prompt": "",
-        # trained with known first / first-and-last latent frames, so extend and interpolate work by timestep
-        "frame_conditioning": o.p_first > 0 or o.p_first_last > 0,
-        **({"image_first": True} if o.p_image > 0 and o.p_first > 0 else {}),  # text-to-image, then image-to-video
+        # the sampling the objective trained (what the DiT run declared when it exported its folder): known
+        # frames held by timestep, so extend and interpolate work; image-first text-to-video
+        "frame_conditioning": False,
+        **trained_sampling(cfg),
     }
 
 

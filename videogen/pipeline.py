@@ -536,8 +536,8 @@ class VideoPipeline:
         alone (under the causal VAE it codes the first frame by itself, so it is an image), then the whole
         clip with that frame held known. The first pass decides what is shown, the second how it moves; a
         DiT learns to keep an object's look across frames far sooner from a given frame than from text
-        alone (docs/benchmarks.md, sessions 12 and 15). For models trained on both (``objective.p_image`` and ``p_first``). Same noise as `denoise`:
-        frame 0's for the image, the rest for the clip.
+        alone (docs/benchmarks.md, sessions 12 and 15). For models trained on both (``objective.p_image`` and
+        ``p_first``). Same noise as `denoise`: frame 0's for the image, the rest for the clip.
         """
         from videogen.tasks import known_window
 

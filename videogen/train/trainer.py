@@ -1,10 +1,10 @@
 """The training loop: one trainer for the VAE and the DiT, full or LoRA, one process or many.
 
 ``Trainer(cfg, output).run()`` builds the run (models, data, cache, optimizer), optionally restores the
-latest checkpoint, and steps until ``train.max_steps`` (or ``train.stop_step``): each step draws ``grad_accum`` micro-batches,
-back-propagates, clips, steps AdamW and the schedule, updates the EMA, logs, and now and then writes a
-checkpoint or validation videos. accelerate places the model (DDP, or FSDP by config) and runs the bf16
-autocast; the data order, noise and timesteps come from explicit, checkpointed state, which is why an
+latest checkpoint, and steps until ``train.max_steps`` (or ``train.stop_step``): each step draws
+``grad_accum`` micro-batches, back-propagates, clips, steps AdamW and the schedule, updates the EMA, logs,
+and now and then writes a checkpoint or validation videos. accelerate places the model (DDP, or FSDP by
+config) and runs the bf16 autocast; the data order, noise and timesteps come from explicit, checkpointed state, which is why an
 interrupted and resumed run ends bit-exact equal to an uninterrupted one on CPU.
 
 Ctrl-C or SIGTERM finishes the current step, writes a checkpoint and raises `TrainingInterrupted`.
