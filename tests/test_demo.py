@@ -302,8 +302,10 @@ def test_eval_scoring_reads_a_written_mp4_and_judges_it(tmp_path):
     right = tool.judge(spec.caption, 0, path, "pipeline", 1.0)
     assert right.correct["all_correct"] and right.heldout
     assert right.predicted["largest_jump"] < 0.05  # steady motion, read back from the MP4
+    assert right.predicted["start_fits"]  # it starts low, with room to move up
     wrong = tool.judge(spec.caption.replace("moving up", "moving down"), 0, path, "pipeline", 1.0)
     assert not wrong.correct["all_correct"] and wrong.correct["color"] and not wrong.correct["direction"]
+    assert not wrong.predicted["start_fits"]  # ... and so no room to move down
     quick = tool.captions(quick=True)
     assert len(quick) == 6 and sum(map(tool.is_heldout, quick)) == 3
     full = tool.captions(quick=False)
@@ -335,6 +337,8 @@ def test_eval_shapes_runs_end_to_end_on_a_tiny_model(tiny_demo, tmp_path):
     if measured:
         assert continuity["largest_jump_median"] == np.median(measured)
     assert "Motion continuity" in (out / "report.md").read_text()
+    fits = [c["predicted"]["start_fits"] for c in report["per_clip"]]
+    assert report["placement"]["start_fits"] == np.mean(fits) and "Placement: " in (out / "report.md").read_text()
     # one caption, several seeds
     caption = "a cyan circle moving down on a white background"
     argv = ["--model", str(root / "demo-model"), "--out", str(tmp_path / "one"), "--caption", caption,
@@ -375,10 +379,13 @@ def test_eval_parts_scores_text_to_image_and_image_to_video_apart(tiny_demo, tmp
     t2i, i2v = report["text_to_image"], report["image_to_video"]
     assert [r["caption"] for r in t2i] == _tool("eval_shapes").captions(False)[:2]
     assert all(r["frames"] == 1 and "direction" not in r for r in t2i)  # one frame: no direction to judge
+    # ... but a place, which the direction word sets (kept apart from all_correct)
+    assert all(isinstance(r["placed"], bool) for r in t2i)
+    assert report["accuracy"]["text_to_image"]["placed"] == np.mean([r["placed"] for r in t2i])
     assert [r["caption"].split()[4] for r in i2v] == ["left", "right", "up", "down"]  # directions in turn
     assert all(r["frames"] == 5 for r in i2v)  # the given frame and 4 new ones
     for part, rows in (("text_to_image", t2i), ("image_to_video", i2v)):
-        parts = [k for k in rows[0] if k not in ("caption", "seed", "frames", "all_correct", "seen")]
+        parts = [k for k in rows[0] if k not in ("caption", "seed", "frames", "all_correct", "placed", "seen")]
         assert all(r["all_correct"] == all(r[k] for k in parts) for r in rows)
         assert report["accuracy"][part]["all_correct"] == np.mean([r["all_correct"] for r in rows])
         # what the analyser saw is recorded, and a right attribute is exactly one seen as captioned
@@ -392,6 +399,7 @@ def test_eval_parts_scores_text_to_image_and_image_to_video_apart(tiny_demo, tmp
     assert report["accuracy"]["direction_word"]["followed"] == np.mean([r["right"] for r in word])
     text = (out / "report.md").read_text()
     assert "| image-to-video | 4 |" in text and "Direction word: 4 corner first frames" in text
+    assert "Placement, text-to-image: the object has room to move as captioned in " in text
     assert "; 3 steps, guidance 5," in text
     # the shape table: one row per captioned shape, its counts adding up to that shape's clips
     table = [line for line in text.split("Shapes, image-to-video:")[1].splitlines() if line.startswith("| ")][1:]

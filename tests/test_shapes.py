@@ -34,7 +34,7 @@ from videogen.data.shapes import (
 )
 from videogen.errors import InputError
 from videogen.eval import degrade
-from videogen.eval.shapes import NONE, analyze, parse_caption, score, summarize
+from videogen.eval.shapes import NONE, analyze, parse_caption, score, start_fits, summarize
 
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 
@@ -298,6 +298,24 @@ def test_largest_jump_tells_steady_motion_from_a_teleporting_object():
     analysis = analyze(jumped)
     assert analysis.direction == "left"  # the overall displacement still reads as left...
     assert 0.25 < analysis.diagnostics["largest_jump"] < 0.35  # ...but the jump is measured
+
+
+def test_start_fits_reads_the_direction_word_as_a_place():
+    """Every clip of the world starts with room ahead (a clip moving left starts on the right), never with
+    room for the opposite direction; a frame, a clip and its first frame alone agree; no object fits none."""
+    rng = np.random.default_rng(5)
+    for _ in range(100):
+        spec = sample_spec(rng, "all")
+        clip = render(spec, size=64, num_frames=17)
+        for frames in (clip, clip[:1]):
+            analysis = analyze(frames)
+            assert start_fits(analysis, spec.direction) and not start_fits(analysis, opposite(spec.direction))
+    centre = analyze(render(ShapeClip("red", "circle", "left", "black", x=0.5, travel=0.0), num_frames=1))
+    assert not any(start_fits(centre, d) for d in DIRECTIONS)  # half the side ahead is too little room
+    corner = analyze(render(ShapeClip("red", "square", "left", "black", x=0.8, y=0.2, travel=0.0), num_frames=1))
+    assert [d for d in DIRECTIONS if start_fits(corner, d)] == ["left", "down"]
+    blank = np.broadcast_to(np.array(BACKGROUNDS["white"], np.uint8), (1, 64, 64, 3))
+    assert not start_fits(analyze(blank), "left")
 
 
 def test_a_still_object_has_no_direction():

@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from videogen.data.shapes import BACKGROUNDS, DIRECTIONS, HELDOUT_PAIRS, pairs  # noqa: E402
 from videogen.errors import VideogenError  # noqa: E402
-from videogen.eval.shapes import ATTRIBUTES, analyze, parse_caption, score, summarize  # noqa: E402
+from videogen.eval.shapes import ATTRIBUTES, analyze, parse_caption, score, start_fits, summarize  # noqa: E402
 
 TARGETS = {"all_correct": 0.90, "all_correct_heldout": 0.80, "vae_psnr_db": 30.0, "cli_seconds_per_clip": 10.0}
 QUICK_SEEN = [("red", "circle"), ("green", "square"), ("blue", "triangle")]
@@ -147,6 +147,7 @@ def judge(caption: str, seed: int, path: Path, via: str, seconds: float) -> Clip
     predicted = {name: getattr(analysis, name) for name in ATTRIBUTES}
     predicted["confidence"] = analysis.confidence
     predicted["largest_jump"] = analysis.diagnostics.get("largest_jump")  # canvas sides; see report()
+    predicted["start_fits"] = start_fits(analysis, parse_caption(caption).direction)  # see report()
     return Clip(caption, seed, is_heldout(caption), str(path), via, seconds, predicted, score(analysis, caption))
 
 
@@ -197,13 +198,20 @@ def report(clips: list[Clip], vae: dict, model: Path, defaults: dict) -> dict:
     # the object in each latent frame on its own makes it jump between 4-frame chunks
     jumps = [c.predicted["largest_jump"] for c in clips if c.predicted["largest_jump"] is not None]
     continuity = {"largest_jump_median": statistics.median(jumps) if jumps else None, "clips": len(jumps)}
+    # the direction word read as a place: a clip moving left must start on the right to have room
+    fits = [c for c in clips if c.predicted["start_fits"]]
+    rest = [c for c in clips if not c.predicted["start_fits"]]
+    placement = {"start_fits": len(fits) / len(clips),
+                 "direction_if_fits": float(np.mean([c.correct["direction"] for c in fits])) if fits else None,
+                 "direction_otherwise": float(np.mean([c.correct["direction"] for c in rest])) if rest else None}
     measured = {"all_correct": accuracy["all"]["all_correct"],
                 "all_correct_heldout": accuracy.get("heldout", {}).get("all_correct"),
                 "vae_psnr_db": vae["psnr_db"], "cli_seconds_per_clip": timing["cli_seconds_per_clip"]}
     met = {k: None if v is None else (v <= TARGETS[k] if k.endswith("per_clip") else v >= TARGETS[k])
            for k, v in measured.items()}
     return {"model": str(model), "defaults": defaults, "machine": machine(), "clips": len(clips),
-            "accuracy": accuracy, "continuity": continuity, "vae": vae, "timing": timing, "targets": TARGETS,
+            "accuracy": accuracy, "continuity": continuity, "placement": placement, "vae": vae, "timing": timing,
+            "targets": TARGETS,
             "measured": measured,
             "targets_met": met, "per_clip": [asdict(c) for c in clips]}
 
@@ -227,8 +235,13 @@ def markdown(r: dict) -> str:
         cells = " | ".join(f"{100 * acc[a]:.0f}%" for a in (*ATTRIBUTES, "all_correct"))
         lines.append(f"| {group} | {n} | {cells} |")
     v, t, jump = r["vae"], r["timing"], r["continuity"]["largest_jump_median"]
+    place = r["placement"]
     lines += [
         "",
+        "Placement: the first frame leaves the object room to move as captioned in "
+        f"{100 * place['start_fits']:.0f}% of the clips (rendered clips: 100%; placed without reading the word: "
+        f"about 50%); direction right {_percent(place['direction_if_fits'])} where it does, "
+        f"{_percent(place['direction_otherwise'])} where not.",
         "Motion continuity: the object's largest frame-to-frame step, median over the "
         f"{r['continuity']['clips']} clips that show it in most frames: "
         + ("-" if jump is None else f"{jump:.3f} of the side ({d['height'] * jump:.1f} px)")
@@ -243,6 +256,10 @@ def markdown(r: dict) -> str:
                                for k, ok in r["targets_met"].items()) + ".",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
 
 
 def _seconds(value: float | None) -> str:

@@ -35,7 +35,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from videogen.data.shapes import BACKGROUNDS, CAPTION_TEMPLATE, COLORS, DIRECTIONS, SHAPES, ShapeClip
+from videogen.data.shapes import (
+    BACKGROUNDS, CAPTION_TEMPLATE, COLORS, DIRECTIONS, MARGIN, SHAPES, SIZE_RANGE, TRAVEL_RANGE, ShapeClip,
+)
 from videogen.errors import InputError
 
 NONE = "none"  # the label of an attribute that could not be determined
@@ -175,6 +177,9 @@ def analyze(frames, *, config: AnalysisConfig | None = None) -> ShapeAnalysis:
     obj = _segment(pixels, background_rgb, cfg, diag)
     found_share = float(obj.found.mean()) if obj is not None else 0.0
     diag["found_share"] = found_share
+    if found_share > 0:  # where the object is first seen, in canvas sides (see `start_fits`)
+        first = obj.centroids[np.flatnonzero(obj.found)[0]]
+        diag["start_x"], diag["start_y"] = (float((c + 0.5) / n) for c, n in zip(first, pixels.shape[2:0:-1]))
     # 3. colour, from any frame that shows the object; 4.-5. shape and motion need most frames to show it
     color, color_conf = _color(obj, cfg, diag) if found_share > 0 else (NONE, 0.0)
     enough = found_share >= cfg.min_found
@@ -373,6 +378,29 @@ def _largest_jump(obj: _Object, size: tuple[int, int]) -> float:
 
 
 # ----------------------------------------------------------------------------------------------- scoring
+
+
+# The shapes world starts a clip where its whole path fits (`videogen.data.shapes.start_range`): along the
+# motion, at least this far (the smallest half size, the margin and the shortest travel) from the edge it
+# moves towards.
+MIN_ROOM_AHEAD = SIZE_RANGE[0] / 2 + MARGIN + TRAVEL_RANGE[0]
+
+
+def start_fits(analysis: ShapeAnalysis, direction: str) -> bool:
+    """Whether the object, where `analysis` first saw it, leaves room ahead for a clip moving ``direction``.
+
+    This is the direction word read as a place: a clip "moving left" starts on the right. Rendered clips
+    always fit; a model that places the object where clips of any direction start fits about half the time
+    (always for its own direction, never for the opposite one, about 44% across). False when no object was
+    seen.
+    """
+    if "start_x" not in analysis.diagnostics:
+        return False
+    dx, dy = DIRECTIONS[direction]
+    start = {"x": analysis.diagnostics["start_x"], "y": analysis.diagnostics["start_y"]}
+    axis, step = ("x", dx) if dx else ("y", dy)
+    room = 1 - start[axis] if step > 0 else start[axis]  # from the centre to the edge ahead
+    return room >= MIN_ROOM_AHEAD
 
 
 def score(
