@@ -211,6 +211,45 @@ def test_fresh_model_starts_at_zero_velocity():
     assert model.blocks[0].attn1.to_q.weight.abs().sum() > 0
 
 
+# --------------------------------------------------------------------- frame position (not in Wan2.1)
+
+
+def test_frame_position_starts_as_the_model_without_it_and_then_tells_places_apart(ours, tmp_path):
+    from videogen.train.models import warm_start
+
+    model = VideoDiT(**CONFIG, frame_position_dim=8).eval()
+    assert warm_start(model, ours) == ["frame_position.proj.bias", "frame_position.proj.weight"]
+    latents, timestep, text = _inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(model(latents, timestep, text), ours(latents, timestep, text), rtol=0, atol=0)
+
+    # trained: the same patch gets another embedding at another place, at any resolution alike
+    model.train()
+    loss = model(latents, timestep, text).square().mean()
+    loss.backward()
+    assert model.frame_position.proj.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        model.frame_position.proj.weight.normal_()
+        small, large = model.frame_position((1, 2, 2)), model.frame_position((3, 4, 4))
+    assert small.shape == (4, 32) and large.shape == (48, 32)
+    assert (small[0] - small[3]).abs().max() > 0.1  # top left vs bottom right
+    torch.testing.assert_close(large[:16], large[32:])  # the same in every frame
+    # the frame's centre is the same place at 1x1 and 3x3 tokens
+    torch.testing.assert_close(model.frame_position((1, 1, 1))[0], model.frame_position((1, 3, 3))[4])
+
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["frame_position_dim"] == 8
+    again = VideoDiT.from_pretrained(tmp_path).eval()
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(latents, timestep, text), model(latents, timestep, text))
+
+
+def test_frame_position_width_must_split_over_two_axes():
+    with pytest.raises(ModelError, match="multiple of 4"):
+        VideoDiT(**CONFIG, frame_position_dim=6)
+
+
 # ------------------------------------------------------------------------------------------ bad input
 
 

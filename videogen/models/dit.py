@@ -160,6 +160,38 @@ def apply_rope(x: torch.Tensor, cis: torch.Tensor) -> torch.Tensor:
     return rearrange(rotated, "b l h d two -> b l h (d two)").to(x.dtype)
 
 
+class FramePosition(nn.Module):
+    """Where each token sits in its frame, as features added to its embedding (not in Wan2.1).
+
+    RoPE makes attention see only offsets between tokens, so a DiT cannot tell where in the frame a token
+    is: from noise it cannot put an object "on the right" of the frame. Here each token gets sin/cos
+    features of its row and column centre, normalised to (0, 1) so that they mean the same place at every
+    resolution, projected to the model width by a linear layer that starts at zero (a warm-started model
+    begins exactly as it was).
+    """
+
+    def __init__(self, features: int, dim: int):
+        super().__init__()
+        self.features = features
+        self.proj = nn.Linear(features, dim)
+
+    def forward(self, grid: tuple[int, int, int]) -> torch.Tensor:
+        """``(L, dim)`` for the tokens of a ``(T, H, W)`` grid, (t h w) order; the same in every frame."""
+        t, h, w = grid
+        device = self.proj.weight.device
+        per_axis = self.features // 4  # frequencies per axis, each a cos and a sin
+        frequencies = math.pi * torch.arange(1, per_axis + 1, device=device, dtype=torch.float32)
+
+        def axis(size: int) -> torch.Tensor:  # (size, 2 * per_axis)
+            angles = ((torch.arange(size, device=device, dtype=torch.float32) + 0.5) / size)[:, None] * frequencies
+            return torch.cat([angles.cos(), angles.sin()], dim=-1)
+
+        rows = axis(h)[None, :, None].expand(t, h, w, -1)
+        cols = axis(w)[None, None, :].expand(t, h, w, -1)
+        features = rearrange(torch.cat([rows, cols], dim=-1), "t h w d -> (t h w) d")
+        return self.proj(features.to(self.proj.weight.dtype))
+
+
 def timestep_sinusoid(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding ``(..., dim)`` of timesteps on the 0..1000 scale, cosines first
     (Vaswani et al. 2017, Section 3.5; the [cos, sin] order of Wan and diffusers' ``flip_sin_to_cos``)."""
@@ -336,9 +368,10 @@ class VideoDiT(ModelMixin, ConfigMixin):
         added_kv_proj_dim: int | None = None,  # image-to-video extra key/value width: must be None
         rope_max_seq_len: int = 1024,  # longest patch-grid axis RoPE tables cover
         pos_embed_seq_len: int | None = None,  # image-to-video only; unused in text-to-video
+        frame_position_dim: int = 0,  # features of a token's place in its frame (`FramePosition`); 0: none (Wan)
     ):
         super().__init__()
-        _check_config(image_dim, added_kv_proj_dim, qk_norm, patch_size)
+        _check_config(image_dim, added_kv_proj_dim, qk_norm, patch_size, frame_position_dim)
         dim = num_attention_heads * attention_head_dim
         out_channels = out_channels or in_channels
         self.attention_backend: str | None = None  # see set_attention_backend
@@ -346,6 +379,7 @@ class VideoDiT(ModelMixin, ConfigMixin):
         # 1. patches and positions
         self.rope = RotaryEmbedding3D(attention_head_dim, rope_max_seq_len)
         self.patch_embedding = nn.Conv3d(in_channels, dim, kernel_size=tuple(patch_size), stride=tuple(patch_size))
+        self.frame_position = FramePosition(frame_position_dim, dim) if frame_position_dim else None
         # 2. timestep and text
         self.condition_embedder = ConditionEmbedder(dim, freq_dim, text_dim)
         # 3. blocks
@@ -378,6 +412,8 @@ class VideoDiT(ModelMixin, ConfigMixin):
             for layer in (mlp.linear_1, mlp.linear_2):
                 nn.init.normal_(layer.weight, std=0.02)
         nn.init.zeros_(self.proj_out.weight)
+        if self.frame_position is not None:
+            nn.init.zeros_(self.frame_position.proj.weight)  # starts as a model without it
 
     # ------------------------------------------------------------------------------------- switches
 
@@ -430,6 +466,8 @@ class VideoDiT(ModelMixin, ConfigMixin):
         x = rearrange(self.patch_embedding(latents.to(dtype)), "b d t h w -> b (t h w) d")  # (B, L, D)
         # Made contiguous once here: elementwise ops keep a transposed layout, and every linear would copy it.
         x = x.contiguous()
+        if self.frame_position is not None:
+            x = x + self.frame_position(grid).to(dtype)
         timestep = self._check_timestep(timestep, x.shape[0], x.shape[1]).to(x.device)  # (B, S), S = 1 or L
         temb, mod = self.condition_embedder.time(timestep)  # (B, S, D), (B, S, 6, D) fp32
         text = self._check_text(text_states, x.shape[0]).to(device=x.device, dtype=dtype)
@@ -497,7 +535,7 @@ class VideoDiT(ModelMixin, ConfigMixin):
         return text_mask
 
 
-def _check_config(image_dim, added_kv_proj_dim, qk_norm, patch_size) -> None:
+def _check_config(image_dim, added_kv_proj_dim, qk_norm, patch_size, frame_position_dim) -> None:
     if image_dim is not None or added_kv_proj_dim is not None:
         raise ModelError(
             f"this is an image-to-video transformer config (image_dim={image_dim}, "
@@ -507,3 +545,5 @@ def _check_config(image_dim, added_kv_proj_dim, qk_norm, patch_size) -> None:
         raise ModelError(f"DiT config qk_norm={qk_norm!r} is not supported; Wan2.1 uses {QK_NORM!r}")
     if len(patch_size) != 3:
         raise ModelError(f"DiT config patch_size must have 3 entries (t, h, w), got {list(patch_size)}")
+    if frame_position_dim < 0 or frame_position_dim % 4:
+        raise ModelError(f"DiT config frame_position_dim must be a multiple of 4 (0: none), got {frame_position_dim}")

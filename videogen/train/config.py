@@ -29,6 +29,7 @@ class DiTArch:
     freq_dim: int = 32  # sinusoidal timestep embedding size
     text_dim: int = 32  # width of the text states (the T5 d_model)
     patch_size: list[int] = field(default_factory=lambda: [1, 2, 2])  # latent (t, h, w) per token
+    frame_position_dim: int = 0  # features of each token's place in the frame; 0: none, as Wan2.1 (not a Wan key)
 
 
 @dataclass

@@ -95,7 +95,7 @@ def _dit(cfg: TrainConfig, latent_channels: int, text_dim: int):
     dit = VideoDiT(num_layers=a.num_layers, num_attention_heads=a.num_attention_heads,
                    attention_head_dim=a.attention_head_dim, ffn_dim=a.ffn_dim, freq_dim=a.freq_dim,
                    text_dim=text_dim, in_channels=latent_channels, out_channels=latent_channels,
-                   patch_size=tuple(a.patch_size))
+                   patch_size=tuple(a.patch_size), frame_position_dim=a.frame_position_dim)
     if cfg.model.dit_init is not None:
         warm_start(dit, VideoDiT.from_pretrained(component_folder(cfg.model.dit_init, "transformer")))
     return dit
