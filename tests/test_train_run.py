@@ -362,6 +362,17 @@ def test_a_4x_vae_and_a_4x4_patch_dit_from_scratch_make_a_working_model(tmp_path
         pipe.make_request("x", height=40)
 
 
+def test_a_config_gives_a_new_dit_frame_positions():
+    from videogen.train.models import _dit
+
+    cfg = tiny_config()
+    cfg.model.dit.frame_position_dim = 8
+    dit = _dit(cfg, latent_channels=4, text_dim=16)
+    assert dit.config.frame_position_dim == 8 and dit.frame_position.proj.in_features == 8
+    assert dit.frame_position.proj.weight.abs().sum() == 0  # zero at the start
+    assert _dit(tiny_config(), latent_channels=4, text_dim=16).frame_position is None  # Wan2.1's layout by default
+
+
 def test_warm_start_moves_a_dit_to_new_patches_keeping_its_blocks():
     from videogen.errors import ModelError
     from videogen.models.dit import VideoDiT

@@ -117,8 +117,9 @@ def warm_start(model: torch.nn.Module, source: torch.nn.Module) -> list[str]:
                          "it shares no blocks to start from")
     model.load_state_dict(same, strict=False)
     fresh = sorted(k for k in ours if k not in same)
-    log.info("warm start: %d of %d tensors from the source DiT; new: %s", len(same), len(ours),
-             ", ".join(fresh) or "none")
+    unused = sorted(k for k in theirs if k not in same)  # e.g. a part this DiT's config leaves out
+    log.info("warm start: %d of %d tensors from the source DiT; new: %s; left out of the source: %s", len(same),
+             len(ours), ", ".join(fresh) or "none", ", ".join(unused) or "none")
     return fresh
 
 
