@@ -167,7 +167,8 @@ class FramePosition(nn.Module):
     is: from noise it cannot put an object "on the right" of the frame. Here each token gets sin/cos
     features of its row and column centre, normalised to (0, 1) so that they mean the same place at every
     resolution, projected to the model width by a linear layer that starts at zero (a warm-started model
-    begins exactly as it was).
+    begins exactly as it was). diffusers' WanTransformer3DModel has no such part: it would load such a
+    checkpoint without it, so a model that uses it is ours alone.
     """
 
     def __init__(self, features: int, dim: int):
