@@ -18,6 +18,7 @@ Config keys and state-dict names are those of diffusers' ``WanTransformer3DModel
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Sequence
 
@@ -392,6 +393,15 @@ class VideoDiT(ModelMixin, ConfigMixin):
         self.proj_out = nn.Linear(dim, out_channels * math.prod(patch_size))
         self.scale_shift_table = nn.Parameter(torch.randn(1, 2, dim) / dim**0.5)
         self.initialize_weights()
+
+    def to_json_string(self) -> str:
+        """The saved config; without frame positions it is exactly a Wan2.1 config, as diffusers writes it."""
+        text = super().to_json_string()
+        if self.config.frame_position_dim:
+            return text
+        config = json.loads(text)
+        del config["frame_position_dim"]
+        return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "VideoDiT":
