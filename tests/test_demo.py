@@ -127,7 +127,8 @@ def tiny_demo(tmp_path_factory):
     assert tool.main([*args, *vaes]) == 2  # the shipped folder is not replaced...
     assert tool.main([*args, *vaes, "--set-dit", "train.max_steps=2", "--dit-more-steps", "3", "--overwrite",
                       "--p2", "--dit4-more-steps", "3", "--vae4-decoder-more-steps", "2",
-                      "--vae4-decoder-polish-steps", "3", "--p2-t2i-steps", "1", "--p2-if-steps", "2"]) == 0
+                      "--vae4-decoder-polish-steps", "3", "--p2-t2i-steps", "1", "--p2-if-steps", "2",
+                      "--p2-pos-steps", "2"]) == 0
     return root, first
 
 
@@ -159,8 +160,9 @@ def test_train_demo_trains_resumes_and_assembles(tiny_demo):
             ] == [(1, 1), (1, 1), (1, 1), (2, 1), (3, 1), (2, 1), (3, 1)]
     polish_log = (root / "runs" / "demo-vae4-decoder-polish" / "log.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in polish_log[1:]] == ["1", "2", "3"]  # continued vae4-decoder-more's run
-    p2_stages = ("dit4p2-t2i", "dit4p2-if")  # stopped by train.stop_step (1 and 2), before max_steps (2)
-    assert [(record["stages"][s]["steps"], record["stages"][s]["invocations"]) for s in p2_stages] == [(1, 1), (2, 1)]
+    p2_stages = ("dit4p2-t2i", "dit4p2-if", "dit4p2-pos")  # stopped by train.stop_step (1, 2, 2), max_steps 2
+    assert [(record["stages"][s]["steps"], record["stages"][s]["invocations"]) for s in p2_stages
+            ] == [(1, 1), (2, 1), (2, 1)]
     assert list(record["stages"]) == ["vae-images", "vae", "dit", "dit-more", *vae4_stages, *p2_stages]  # in order
     more_log = (root / "runs" / "demo-dit-more" / "log.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in more_log[1:]] == ["1", "2", "3"]  # dit's step 1, then its own
@@ -170,11 +172,14 @@ def test_train_demo_trains_resumes_and_assembles(tiny_demo):
     text = (model / "TRAINING.md").read_text()
     assert all(f"| {stage} |" in text for stage in ("vae", "dit", "dit-more", "vae4", "dit4", "dit4-more", *p2_stages))
     assert "float16" in text
-    # the shipped DiT is dit4p2-if's (on patches of 2, warm-started from dit4p2-t2i, on the 4x model's latents)
+    # the shipped DiT is dit4p2-pos's (on patches of 2, with frame positions, warm-started from dit4p2-if and it
+    # from dit4p2-t2i, on the 4x model's latents)
     shipped = load_file(str(model / "transformer" / "diffusion_pytorch_model.safetensors"))
-    assert json.loads((model / "transformer" / "config.json").read_text())["patch_size"] == [1, 2, 2]
+    config = json.loads((model / "transformer" / "config.json").read_text())
+    assert config["patch_size"] == [1, 2, 2] and config["frame_position_dim"] == 32
+    assert "frame_position.proj.weight" in shipped
     assert json.loads((model / "vae" / "config.json").read_text())["dim_mult"] == [1, 1, 1]  # the 4x VAE
-    for stage, same in (("dit4p2-if", True), ("dit4p2-t2i", False), ("dit4-more", False), ("dit-more", False)):
+    for stage, same in (("dit4p2-pos", True), ("dit4p2-if", False), ("dit4p2-t2i", False), ("dit4-more", False), ("dit-more", False)):
         trained = load_file(str(root / "runs" / f"demo-{stage}" / "model" / "transformer" / "diffusion_pytorch_model.safetensors"))
         assert all(k in shipped and torch.equal(shipped[k], trained[k].half()) for k in trained) == same
     assert "_name_or_path" not in json.loads((model / "vae" / "config.json").read_text())
@@ -454,32 +459,31 @@ def fixed_prompt_scores(shipped_pipe, tmp_path_factory) -> list[dict]:
     return results
 
 
-# The shipped model (session 16: the 4x VAE; a patch-2 DiT, 3,887 steps of text-to-image then 2,795 for
-# image-first sampling, with the T5 of the DiT shipped before it) falls far short of issue 7's adherence
-# target: 11% of 144 clips all right, direction at chance (docs/benchmarks.md, "Demo model"). On these fixed
-# cases it does better than that: 3 of 4 prompts right. The tests below hold it to what it measured here
-# (floors that a broken, swapped or older model fails: the session-10 model got 0 of 4), and the
-# xfail(strict) one states a target it misses: it starts to pass, and so fails here, once a model meets it.
-NOT_MET = "issue 7/8 target not met by the shipped demo model (docs/benchmarks.md)"
+# The shipped model (session 17: the 4x VAE; a patch-2 DiT, 3,887 steps of text-to-image, 3,550 for
+# image-first sampling, then 2,486 with frame positions, with the T5 of the DiT shipped before it) falls short
+# of issue 7's adherence target: 35% of 144 clips all right, direction 54% (docs/benchmarks.md, "Demo model";
+# tools/eval_shapes.py measures the target, not these tests). On these fixed cases it gets 3 of 4 prompts
+# right. The tests below hold it to what it measured here: floors that a broken, swapped or older model fails
+# (the session-10 model got 0 of 4 prompts right, and session 16's did not continue the extension's motion).
 
 
 @needs_shipped
 def test_shipped_model_draws_the_prompted_background(fixed_prompt_scores):
-    assert sum(r["background"] for r in fixed_prompt_scores) >= 3, fixed_prompt_scores  # measured: 3 of 4
+    assert sum(r["background"] for r in fixed_prompt_scores) >= 3, fixed_prompt_scores  # measured: 4 of 4
 
 
 @needs_shipped
 def test_shipped_model_follows_colour_shape_direction_and_background_words(fixed_prompt_scores):
-    # measured: colour 3, shape 4, direction 3, background 3 of 4 (the held-out yellow triangle comes out in
-    # another colour, on another background, moving another way); a model that ignored the prompt would
-    # expect ~0.7 + 1.3 + 1 + 1.3, the session-10 model got 3 + 2 + 0 + 3. Tolerance: one attribute.
+    # measured: colour 4, shape 4, direction 3, background 4 of 4 (the held-out yellow triangle moves another
+    # way); a model that ignored the prompt would expect ~0.7 + 1.3 + 1 + 1.3, the session-10 model got
+    # 3 + 2 + 0 + 3, session 16's 3 + 4 + 3 + 3. Tolerance: one attribute.
     right = sum(r[name] for r in fixed_prompt_scores for name in ("color", "shape", "direction", "background"))
-    assert right >= 12, fixed_prompt_scores
+    assert right >= 14, fixed_prompt_scores
 
 
 @needs_shipped
 def test_shipped_model_follows_fixed_prompts(fixed_prompt_scores):
-    # issue 7's check of a handful of fixed prompts; measured: 3 of 4 right. Over 144 prompts: 11%.
+    # issue 7's check of a handful of fixed prompts; measured: 3 of 4 right. Over 144 prompts: 35%.
     wrong = [(c, r) for (c, _), r in zip(PROMPTS, fixed_prompt_scores) if not r["all_correct"]]
     assert len(wrong) <= 1, wrong  # tolerance: one clip of four may miss an attribute
 
@@ -546,8 +550,8 @@ def test_shipped_model_extends_a_clip_seamlessly_keeping_colour_and_shape(extend
     spec, frames, out = extended
     assert out.shape == (33, 64, 64, 3) and np.array_equal(out[:17], frames)  # the input, as it was
     kept = measures.attributes_kept(out[17:], spec)
-    assert kept["color"] and kept["shape"], kept  # measured; the direction is not kept (see below)
-    assert measures.seam_jump(out, 17) < 3.0  # the first new frame is about one frame's motion on (measured 2.3)
+    assert kept["color"] and kept["shape"], kept  # measured; the direction: below
+    assert measures.seam_jump(out, 17) < 3.0  # the first new frame is about one frame's motion on (measured 2.5)
 
 
 @needs_shipped
@@ -570,17 +574,17 @@ def test_shipped_model_animates_an_image_in_its_colour(animated):
 
 
 @needs_shipped
-@pytest.mark.xfail(strict=True, reason=NOT_MET)
 def test_shipped_model_extends_a_clip_continuing_its_direction(extended):
     spec, _, out = extended
-    assert _tool("eval_tasks").attributes_kept(out[17:], spec)["direction"]  # measured: not kept
+    # measured: kept (session 16's model did not keep it here, though it did on 4 of 4 eval_tasks cases)
+    assert _tool("eval_tasks").attributes_kept(out[17:], spec)["direction"]
 
 
 @needs_shipped
 def test_shipped_model_interpolates_along_a_steady_path(interpolated):
     spec, _, out = interpolated
     mean_dev, max_dev = _tool("eval_tasks").path_deviation(out, spec)
-    # fractions of the side; measured 0.021, 0.044 (the session-10 model: 0.074, 0.191)
+    # fractions of the side; measured 0.031, 0.078 (session 16's model: 0.021, 0.044; session 10's: 0.074, 0.191)
     assert mean_dev < 0.06 and max_dev < 0.15, (mean_dev, max_dev)
 
 
