@@ -36,7 +36,7 @@ from typing import NamedTuple
 import numpy as np
 
 from videogen.data.shapes import (
-    BACKGROUNDS, CAPTION_TEMPLATE, COLORS, DIRECTIONS, MARGIN, SHAPES, SIZE_RANGE, TRAVEL_RANGE, ShapeClip,
+    BACKGROUNDS, CAPTION_TEMPLATE, COLORS, DIRECTIONS, SHAPES, SIZE_RANGE, TRAVEL_RANGE, ShapeClip, start_range,
 )
 from videogen.errors import InputError
 
@@ -380,12 +380,6 @@ def _largest_jump(obj: _Object, size: tuple[int, int]) -> float:
 # ----------------------------------------------------------------------------------------------- scoring
 
 
-# The shapes world starts a clip where its whole path fits (`videogen.data.shapes.start_range`): along the
-# motion, at least this far (the smallest half size, the margin and the shortest travel) from the edge it
-# moves towards.
-MIN_ROOM_AHEAD = SIZE_RANGE[0] / 2 + MARGIN + TRAVEL_RANGE[0]
-
-
 def start_fits(analysis: ShapeAnalysis, direction: str) -> bool:
     """Whether the object, where `analysis` first saw it, leaves room ahead for a clip moving ``direction``.
 
@@ -397,10 +391,12 @@ def start_fits(analysis: ShapeAnalysis, direction: str) -> bool:
     if "start_x" not in analysis.diagnostics:
         return False
     dx, dy = DIRECTIONS[direction]
-    start = {"x": analysis.diagnostics["start_x"], "y": analysis.diagnostics["start_y"]}
-    axis, step = ("x", dx) if dx else ("y", dy)
-    room = 1 - start[axis] if step > 0 else start[axis]  # from the centre to the edge ahead
-    return room >= MIN_ROOM_AHEAD
+    axis, step = ("start_x", dx) if dx else ("start_y", dy)
+    # the world's start range for the smallest object and the shortest travel is the widest along the motion;
+    # only its bound on the side the object moves to counts (the other is the canvas edge)
+    low, high = start_range(SIZE_RANGE[0], TRAVEL_RANGE[0], step)
+    start = analysis.diagnostics[axis]
+    return start <= high if step > 0 else start >= low
 
 
 def score(

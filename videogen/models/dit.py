@@ -174,14 +174,13 @@ class FramePosition(nn.Module):
 
     def __init__(self, features: int, dim: int):
         super().__init__()
-        self.features = features
         self.proj = nn.Linear(features, dim)
 
     def forward(self, grid: tuple[int, int, int]) -> torch.Tensor:
         """``(L, dim)`` for the tokens of a ``(T, H, W)`` grid, (t h w) order; the same in every frame."""
         t, h, w = grid
         device = self.proj.weight.device
-        per_axis = self.features // 4  # frequencies per axis, each a cos and a sin
+        per_axis = self.proj.in_features // 4  # frequencies per axis, each a cos and a sin
         frequencies = math.pi * torch.arange(1, per_axis + 1, device=device, dtype=torch.float32)
 
         def axis(size: int) -> torch.Tensor:  # (size, 2 * per_axis)
