@@ -179,7 +179,8 @@ def test_train_demo_trains_resumes_and_assembles(tiny_demo):
     assert config["patch_size"] == [1, 2, 2] and config["frame_position_dim"] == 32
     assert "frame_position.proj.weight" in shipped
     assert json.loads((model / "vae" / "config.json").read_text())["dim_mult"] == [1, 1, 1]  # the 4x VAE
-    for stage, same in (("dit4p2-pos", True), ("dit4p2-if", False), ("dit4p2-t2i", False), ("dit4-more", False), ("dit-more", False)):
+    for stage, same in (("dit4p2-pos", True), ("dit4p2-if", False), ("dit4p2-t2i", False), ("dit4-more", False),
+                        ("dit-more", False)):
         trained = load_file(str(root / "runs" / f"demo-{stage}" / "model" / "transformer" / "diffusion_pytorch_model.safetensors"))
         assert all(k in shipped and torch.equal(shipped[k], trained[k].half()) for k in trained) == same
     assert "_name_or_path" not in json.loads((model / "vae" / "config.json").read_text())

@@ -50,8 +50,8 @@ the first recipe (stages 1-4) is assembled alone.
 
 A stage whose run folder has a checkpoint resumes from it (the trainer's ``--resume``), and a stage that
 already reached its end step (``train.max_steps``, or ``train.stop_step``) with its model exported is
-skipped, so the training may span sessions: run the same command again after an interruption. Wall time is accumulated per stage over all
-invocations in ``RUNS/train_demo.json``.
+skipped, so the training may span sessions: run the same command again after an interruption. Wall time
+is accumulated per stage over all invocations in ``RUNS/train_demo.json``.
 
 Usage (from the repository root)::
 

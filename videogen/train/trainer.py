@@ -4,8 +4,8 @@
 latest checkpoint, and steps until ``train.max_steps`` (or ``train.stop_step``): each step draws
 ``grad_accum`` micro-batches, back-propagates, clips, steps AdamW and the schedule, updates the EMA, logs,
 and now and then writes a checkpoint or validation videos. accelerate places the model (DDP, or FSDP by
-config) and runs the bf16 autocast; the data order, noise and timesteps come from explicit, checkpointed state, which is why an
-interrupted and resumed run ends bit-exact equal to an uninterrupted one on CPU.
+config) and runs the bf16 autocast; the data order, noise and timesteps come from explicit, checkpointed
+state, which is why an interrupted and resumed run ends bit-exact equal to an uninterrupted one on CPU.
 
 Ctrl-C or SIGTERM finishes the current step, writes a checkpoint and raises `TrainingInterrupted`.
 """
