@@ -129,20 +129,60 @@ def test_image_first_samples_the_first_frame_then_the_clip_from_it(pipe, monkeyp
         pipe.generate(PROMPT, image_first="yes", **settings)
 
 
+def test_image_first_guides_its_first_pass_with_its_own_scale(pipe, monkeypatch):
+    settings = dict(num_frames=9, height=32, width=32, num_steps=2, seed=3, image_first=True, progress=False)
+    monkeypatch.setattr(pipe.defaults, "frame_conditioning", True)
+    scales, texts = [], []
+    original_denoise, original_encode = type(pipe).denoise, type(pipe)._encode_prompts
+
+    def denoise(self, request, noise, cond, uncond, **kw):
+        scales.append(request.guidance_scale)
+        return original_denoise(self, request, noise, cond, uncond, **kw)
+
+    def encode(self, request):
+        cond, uncond = original_encode(self, request)
+        texts.append(uncond is not None)
+        return cond, uncond
+
+    monkeypatch.setattr(type(pipe), "denoise", denoise)
+    monkeypatch.setattr(type(pipe), "_encode_prompts", encode)
+    same = pipe.generate(PROMPT, guidance_scale=4.0, **settings)
+    split = pipe.generate(PROMPT, guidance_scale=4.0, image_guidance_scale=2.0, **settings)
+    assert scales == [4.0, 4.0, 2.0, 4.0]  # (first frame, clip) per call: the first pass alone takes its own
+    assert not np.array_equal(same.frames, split.frames)
+    # a guided first pass needs the negative prompt even when the clip's pass is unguided
+    scales.clear()
+    pipe.generate(PROMPT, guidance_scale=1.0, image_guidance_scale=3.0, **settings)
+    pipe.generate(PROMPT, guidance_scale=1.0, **settings)
+    assert scales == [3.0, 1.0, 1.0, 1.0] and texts[-2:] == [True, False]
+    # the folder can declare it (videogen.json); without image-first it changes nothing
+    monkeypatch.setattr(pipe.defaults, "image_guidance_scale", 2.0)
+    assert np.array_equal(pipe.generate(PROMPT, guidance_scale=4.0, **settings).frames, split.frames)
+    scales.clear()
+    pipe.generate(PROMPT, guidance_scale=4.0, **{**settings, "image_first": False})
+    assert scales == [4.0]
+    from videogen.errors import InputError
+
+    with pytest.raises(InputError, match="image guidance scale must be a finite number"):
+        pipe.generate(PROMPT, image_guidance_scale=float("nan"), **settings)
+
+
 def test_generate_cli_image_first_flag(pipe, tiny_wan_folder, tmp_path, monkeypatch):
     seen = []
     original = type(pipe).generate
 
     def generate(self, prompt, **kw):
-        seen.append(kw["image_first"])
+        seen.append((kw["image_first"], kw["image_guidance_scale"]))
         return original(self, prompt, **kw)
 
     monkeypatch.setattr(type(pipe), "generate", generate)
     base = ["generate", PROMPT, "--model", str(tiny_wan_folder), "--frames", "5", "--height", "32", "--width", "32",
             "--steps", "1", "--seed", "0"]
-    for flag, expected in (([], None), (["--image-first"], True), (["--no-image-first"], False)):
-        assert main([*base, *flag, "-o", str(tmp_path / f"{expected}.mp4")]) == 0
-        assert seen[-1] is expected and (tmp_path / f"{expected}.mp4").is_file()
+    for flag, expected in (([], (None, None)), (["--image-first"], (True, None)), (["--no-image-first"], (False, None)),
+                           (["--image-first", "--image-guidance", "2.5"], (True, 2.5))):
+        out = tmp_path / f"{len(seen)}.mp4"
+        assert main([*base, *flag, "-o", str(out)]) == 0
+        assert seen[-1] == expected and out.is_file()
 
 
 # -------------------------------------------------------------------------------------------- extend

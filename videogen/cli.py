@@ -152,6 +152,8 @@ def add_generate(subparsers):
     p.add_argument("--image-first", action=argparse.BooleanOptionalAction, default=None,
                    help="sample the first frame alone, then the clip from it (models trained for it; "
                    "default: what the model folder declares)")
+    p.add_argument("--image-guidance", type=float,
+                   help="guidance scale of --image-first's first frame (default: the folder's, else --guidance)")
     add_sampling_options(p)
     p.set_defaults(run=run_generate)
 
@@ -273,8 +275,8 @@ def run_generate(args) -> int:
     # 2. load and generate
     pipe = load_pipeline(args)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**32)
-    path = pipe.generate(args.prompt, num_frames=args.frames, image_first=args.image_first, output=output,
-                         **sampling_settings(args, seed))
+    path = pipe.generate(args.prompt, num_frames=args.frames, image_first=args.image_first,
+                         image_guidance_scale=args.image_guidance, output=output, **sampling_settings(args, seed))
     print(f"wrote {path} in {elapsed(start)} (seed {seed})")
     return 0
 

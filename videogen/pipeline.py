@@ -26,7 +26,7 @@ import secrets
 import shutil
 import tempfile
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -70,6 +70,7 @@ class GenerationDefaults:
     negative_prompt: str = ""  # what guidance steers away from
     frame_conditioning: bool = False  # trained with known frames at timestep 0 ("timestep"); else "replace"
     image_first: bool = False  # text-to-video as text-to-image, then image-to-video (needs frame conditioning)
+    image_guidance_scale: float | None = None  # guidance of image-first's first pass; None: guidance_scale
 
     @classmethod
     def from_dict(cls, values: dict, source: Path) -> "GenerationDefaults":
@@ -135,6 +136,14 @@ class Request:
     fps: float
     seed: int
     image_first: bool = False
+    image_guidance_scale: float | None = None  # the first pass of image-first sampling; None: guidance_scale
+
+    @property
+    def guides(self) -> bool:
+        """Whether any pass runs classifier-free guidance (and so needs the negative prompt's states)."""
+        scales = [self.guidance_scale] + [self.image_guidance_scale] * (self.image_first and
+                                                                        self.image_guidance_scale is not None)
+        return max(scales) > 1
 
 
 def check_output(output: str | Path | None, overwrite: bool) -> Path | None:
@@ -385,6 +394,8 @@ class VideoPipeline:
             fps=_finite("fps", d["fps"], positive=True),
             seed=secrets.randbits(63) if seed is None else _seed(seed),
             image_first=d["image_first"],
+            image_guidance_scale=None if d["image_guidance_scale"] is None
+            else _finite("image guidance scale", d["image_guidance_scale"]),
         )
 
     @property
@@ -403,7 +414,7 @@ class VideoPipeline:
         text_w, dit_w, vae_w = (module_bytes(m) for m in (self.text_encoder.encoder, self.transformer, self.vae))
         everything = text_w + dit_w + vae_w
         shape = self.latent_shape(request.num_frames, request.height, request.width)
-        batch = 2 if request.guidance_scale > 1 else 1
+        batch = 2 if request.guides else 1
         latents = 6 * math.prod(shape) * 4  # x, velocity, noise and the solver's history, fp32
         text = text_working_bytes(self.text_encoder.encoder.config, batch, self.text_encoder.max_sequence_length)
         dit = dit_working_bytes(self.transformer.config, (batch, *shape[1:]), self.transformer.dtype.itemsize)
@@ -438,6 +449,7 @@ class VideoPipeline:
         seed: int | None = None,
         fps: float | None = None,
         image_first: bool | None = None,
+        image_guidance_scale: float | None = None,
         latents: torch.Tensor | None = None,
         callback: StepCallback | None = None,
         output: str | Path | None = None,
@@ -451,7 +463,8 @@ class VideoPipeline:
         is drawn from ``torch.Generator().manual_seed(seed)`` on the CPU (the same seed gives the same
         clip on any device); latents: initial noise ``(1, C, T', H', W')`` instead of a seed. image_first:
         sample the first latent frame alone, then the clip from it (`denoise_image_first`); default: what
-        the folder declares. callback: called after each step with (step, timestep, latents), for each
+        the folder declares; image_guidance_scale: the guidance of its first pass (default: the folder's, or
+        guidance_scale). callback: called after each step with (step, timestep, latents), for each
         pass. attention: a `videogen.models.attention` backend name for the DiT.
 
         Returns a `videogen.io.Video` (uint8 frames ``(T, H, W, 3)`` and fps); with ``output``, the
@@ -460,6 +473,7 @@ class VideoPipeline:
         request = self.make_request(
             prompt, negative_prompt=negative_prompt, seed=seed, num_frames=num_frames, height=height, width=width, num_steps=num_steps,
             guidance_scale=guidance_scale, shift=shift, sampler=sampler, fps=fps, image_first=image_first,
+            image_guidance_scale=image_guidance_scale,
         )
         output = check_output(output, overwrite)
         _attention_backend(attention)  # an unknown backend fails here, before any work
@@ -487,7 +501,7 @@ class VideoPipeline:
         """Text states ``(1, N, D)`` of the prompt, and of the negative prompt when guidance is on."""
         self.text_encoder.to(self.device)
         prompts = [request.prompt]
-        if request.guidance_scale > 1:
+        if request.guides:
             prompts.append(request.negative_prompt)
         states = self.text_encoder.encode(prompts).to(self.device, self.transformer.dtype)  # (1 or 2, N, D)
         if self.offload:
@@ -541,7 +555,9 @@ class VideoPipeline:
         """
         from videogen.tasks import known_window
 
-        image = self.denoise(request, noise[:, :, :1], cond, uncond, callback=callback, attention=attention,
+        first = request if request.image_guidance_scale is None else replace(
+            request, guidance_scale=request.image_guidance_scale)
+        image = self.denoise(first, noise[:, :, :1], cond, uncond, callback=callback, attention=attention,
                              progress=progress)  # (1, C, 1, H', W')
         known, clean = known_window(self, noise.shape, {0: image})  # the mask and latents extend holds
         return self.denoise(request, noise, cond, uncond, known=known, clean=clean, method=self.frame_method(),
