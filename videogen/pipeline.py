@@ -141,8 +141,9 @@ class Request:
     @property
     def guides(self) -> bool:
         """Whether any pass runs classifier-free guidance (and so needs the negative prompt's states)."""
-        scales = [self.guidance_scale] + [self.image_guidance_scale] * (self.image_first and
-                                                                        self.image_guidance_scale is not None)
+        scales = [self.guidance_scale]
+        if self.image_first and self.image_guidance_scale is not None:
+            scales.append(self.image_guidance_scale)
         return max(scales) > 1
 
 
