@@ -36,9 +36,9 @@ Stages, each a `videogen.train` run with a fixed seed into its own run folder un
    (``model.dit.frame_position_dim``, starting at zero) and trained on with half the batches text-to-image
    (configs/demo-dit4-p2-position.yaml), to step ``--p2-pos-steps`` (2486); ``dit4p2-pos2``, a new run of that
    config started from dit4p2-pos's DiT (``model.dit_init``: a new optimizer and warm-up), to step
-   ``--p2-pos2-steps`` (3057). Each stops there with
-   ``train.stop_step``, its learning-rate schedule spanning the config's ``max_steps``, as the time-budgeted
-   runs they reproduce did; their seed is ``--seed`` + 11 (11, the seed of those runs, by default);
+   ``--p2-pos2-steps`` (3057). Each stops there with ``train.stop_step``, its learning-rate
+   schedule spanning the config's ``max_steps``, as the time-budgeted runs they reproduce did; their seed
+   is ``--seed`` + 11 (11, the seed of those runs, by default);
 8. assembly: stage 4's model folder, or with ``--vae4`` stage 6's continuation with stage 5's decoder-trained
    VAE (``demo-vae4-decoder-polish``; EMA weights, diffusers layout, safetensors), or with ``--p2``
    stage 7's, is copied into ``--assets`` (``assets/demo-model``) with a ``videogen.json`` of demo
@@ -480,17 +480,13 @@ def main(argv: list[str] | None = None) -> int:
             seed_p2 = [f"seed={args.seed + 11}"]
             wiring_p2 = [f"model.vae={base}", f"model.text_encoder={base}", f"data.cache_dir={runs / 'cache4'}",
                          "train.max_minutes=0"]
-            run_stage("dit4p2-t2i", args.p2_t2i_config, seed_p2 + wiring_p2 + args.set + args.set_dit
-                      + [f"train.stop_step={args.p2_t2i_steps}"], runs, record)
-            init = [f"model.dit_init={runs / 'demo-dit4p2-t2i' / 'model'}"]
-            run_stage("dit4p2-if", args.p2_if_config, seed_p2 + wiring_p2 + init + args.set + args.set_dit
-                      + [f"train.stop_step={args.p2_if_steps}"], runs, record)
-            init = [f"model.dit_init={runs / 'demo-dit4p2-if' / 'model'}"]
-            run_stage("dit4p2-pos", args.p2_pos_config, seed_p2 + wiring_p2 + init + args.set + args.set_dit
-                      + [f"train.stop_step={args.p2_pos_steps}"], runs, record)
-            init = [f"model.dit_init={runs / 'demo-dit4p2-pos' / 'model'}"]
-            cfg = run_stage("dit4p2-pos2", args.p2_pos_config, seed_p2 + wiring_p2 + init + args.set + args.set_dit
-                            + [f"train.stop_step={args.p2_pos2_steps}"], runs, record)
+            configs = (args.p2_t2i_config, args.p2_if_config, args.p2_pos_config, args.p2_pos_config)
+            steps = (args.p2_t2i_steps, args.p2_if_steps, args.p2_pos_steps, args.p2_pos2_steps)
+            init = []  # each stage after the first starts from the DiT the one before it exported
+            for name, config, end in zip(P2_STAGES, configs, steps, strict=True):
+                cfg = run_stage(name, config, seed_p2 + wiring_p2 + init + args.set + args.set_dit
+                                + [f"train.stop_step={end}"], runs, record)
+                init = [f"model.dit_init={runs / f'demo-{name}' / 'model'}"]
             vae = None  # the stage-7 DiT's folder holds the base folder's VAE already
         shipped = "demo-dit4p2-pos2" if args.p2 else "demo-dit4-more" if args.vae4 else "demo-dit-more"
         shipped_record = {name: record[name] for name in STAGES + VAE4_STAGES + P2_STAGES  # in the order they run
