@@ -167,6 +167,54 @@ def test_image_first_guides_its_first_pass_with_its_own_scale(pipe, monkeypatch)
         pipe.generate(PROMPT, image_guidance_scale=float("nan"), **settings)
 
 
+def test_guidance_interval_reaches_each_pass_and_changes_the_clip(pipe, tiny_wan_folder, tmp_path, monkeypatch):
+    settings = dict(num_frames=9, height=32, width=32, num_steps=3, seed=3, guidance_scale=4.0, progress=False)
+    monkeypatch.setattr(pipe.defaults, "frame_conditioning", True)
+    intervals, batches = [], []
+    original_denoise, original_model = type(pipe).denoise, type(pipe)._velocity_model
+
+    def denoise(self, request, noise, cond, uncond, **kw):
+        intervals.append(request.guidance_interval)
+        return original_denoise(self, request, noise, cond, uncond, **kw)
+
+    def velocity_model(self, shape):
+        model = original_model(self, shape)
+        return lambda x, t, text: batches.append(x.shape[0]) or model(x, t, text)
+
+    monkeypatch.setattr(type(pipe), "denoise", denoise)
+    monkeypatch.setattr(type(pipe), "_velocity_model", velocity_model)
+    full = pipe.generate(PROMPT, **settings)
+    assert intervals == [(0.0, 1.0)] and batches == [2, 2, 2]
+    intervals.clear(), batches.clear()
+    late = pipe.generate(PROMPT, guidance_interval=(0.8, 1.0), **settings)
+    assert intervals == [(0.8, 1.0)] and batches == [2, 2, 1]  # levels 1.0, 0.86 | 0.60 (shift 3)
+    assert not np.array_equal(full.frames, late.frames)
+    # image-first: the first pass takes image_guidance_interval, else the clip's
+    intervals.clear()
+    pipe.generate(PROMPT, image_first=True, guidance_interval=(0.8, 1.0), **settings)
+    pipe.generate(PROMPT, image_first=True, guidance_interval=(0.8, 1.0), image_guidance_interval=(0.2, 0.9),
+                  **settings)
+    assert intervals == [(0.8, 1.0), (0.8, 1.0), (0.2, 0.9), (0.8, 1.0)]
+    # the folder can declare them (videogen.json)
+    monkeypatch.setattr(pipe.defaults, "guidance_interval", [0.8, 1.0])
+    intervals.clear()
+    assert np.array_equal(pipe.generate(PROMPT, **settings).frames, late.frames)
+    assert intervals == [(0.8, 1.0)]
+    from videogen.errors import InputError
+
+    with pytest.raises(InputError, match="guidance interval must have 0 <= LOW <= HIGH <= 1"):
+        pipe.generate(PROMPT, guidance_interval=(0.9, 0.2), **settings)
+    # the CLI's --guidance-interval; a bad one is a one-line error, exit 2, no file
+    monkeypatch.setattr(pipe.defaults, "guidance_interval", None)
+    base = ["generate", PROMPT, "--model", str(tiny_wan_folder), "--frames", "5", "--height", "32", "--width", "32",
+            "--steps", "2", "--seed", "0", "--guidance", "4"]
+    intervals.clear()
+    assert main([*base, "--guidance-interval", "0.8", "1", "-o", str(tmp_path / "a.mp4")]) == 0
+    assert intervals == [(0.8, 1.0)] and (tmp_path / "a.mp4").is_file()
+    assert main([*base, "--guidance-interval", "1", "0.5", "-o", str(tmp_path / "b.mp4")]) == 2
+    assert not (tmp_path / "b.mp4").exists()
+
+
 def test_generate_cli_image_first_flag(pipe, tiny_wan_folder, tmp_path, monkeypatch):
     seen = []
     original = type(pipe).generate

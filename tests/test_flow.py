@@ -193,3 +193,29 @@ def test_guidance_runs_one_batch_and_combines():
     torch.testing.assert_close(guided(model, cond, uncond, 1.0)(x, t), v_c)  # scale <= 1: no guidance
     assert calls == [1]
     assert math.isfinite(v.abs().max().item())
+
+
+def test_guidance_interval_guides_only_at_its_noise_levels():
+    calls = []
+
+    def model(x, t, text):
+        calls.append(x.shape[0])
+        return x * text.mean(dim=(1, 2)).view(-1, 1, 1, 1, 1) + t.amax(dim=-1).view(-1, 1, 1, 1, 1) / 1000
+
+    x = _randn(1, 2, 3, 2, 2)
+    cond, uncond = torch.full((1, 3, 4), 2.0), torch.full((1, 3, 4), -1.0)
+    velocity = guided(model, cond, uncond, 5.0, (0.5, 0.9))
+    for level, inside in ((0.95, False), (0.9, True), (0.7, True), (0.5, True), (0.3, False), (0.0, False)):
+        calls.clear()
+        t = torch.tensor([[0.0, 1000 * level, 1000 * level]])  # (B, T'): a known frame at 0, the rest sampled
+        v_c, v_u = model(x, t, cond), model(x, t, uncond)
+        expected = v_u + 5.0 * (v_c - v_u) if inside else v_c
+        calls.clear()
+        torch.testing.assert_close(velocity(x, t), expected)
+        assert calls == ([2] if inside else [1])  # outside the interval the unconditional branch is not run
+    from videogen.diffusion.sampling import check_interval
+
+    assert check_interval([0.25, 1]) == (0.25, 1.0)
+    for bad in ([0.5], [0.6, 0.4], [-0.1, 1.0], [0.0, 1.5], "ab", None):
+        with pytest.raises(InputError, match="guidance interval"):
+            check_interval(bad)

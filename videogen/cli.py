@@ -177,6 +177,9 @@ def add_sampling_options(p, *, fps_help: str = "frame rate of the file (Wan2.1: 
     p.add_argument("--fps", type=float, help=fps_help)
     p.add_argument("--steps", type=int, help="sampling steps (Wan2.1: 50)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale; <= 1 turns it off (Wan2.1: 5)")
+    p.add_argument("--guidance-interval", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="apply guidance only at noise levels from LOW to HIGH (0 clean, 1 pure noise), the "
+                   "conditional branch alone elsewhere (default: the folder's, else 0 1)")
     p.add_argument("--shift", type=float, help="timestep shift (Wan2.1: 3 at 480p, 5 at 720p)")
     p.add_argument("--sampler", choices=["unipc", "euler", "dpm++"], help="default: the model folder's scheduler")
     p.add_argument("--seed", type=int, help="random seed; the same seed gives the same video (default: random)")
@@ -233,7 +236,8 @@ def sampling_settings(args, seed: int) -> dict:
     """The pipeline keywords the sampling options give."""
     return dict(
         negative_prompt=args.negative_prompt, height=args.height, width=args.width, num_steps=args.steps,
-        guidance_scale=args.guidance, shift=args.shift, sampler=args.sampler, seed=seed, fps=args.fps,
+        guidance_scale=args.guidance, guidance_interval=args.guidance_interval, shift=args.shift,
+        sampler=args.sampler, seed=seed, fps=args.fps,
         overwrite=args.overwrite, attention=args.attention,
     )
 

@@ -36,7 +36,7 @@ from einops import rearrange
 from tqdm.auto import tqdm
 
 from videogen.diffusion.flow import token_timesteps
-from videogen.diffusion.sampling import SAMPLERS, StepCallback, guided, make_scheduler, sample
+from videogen.diffusion.sampling import SAMPLERS, StepCallback, check_interval, guided, make_scheduler, sample
 from videogen.atomic import check_target
 from videogen.errors import InputError, ModelError
 from videogen.memory import (
@@ -71,6 +71,8 @@ class GenerationDefaults:
     frame_conditioning: bool = False  # trained with known frames at timestep 0 ("timestep"); else "replace"
     image_first: bool = False  # text-to-video as text-to-image, then image-to-video (needs frame conditioning)
     image_guidance_scale: float | None = None  # guidance of image-first's first pass; None: guidance_scale
+    guidance_interval: list[float] | None = None  # [low, high]: noise levels where guidance applies; None: all
+    image_guidance_interval: list[float] | None = None  # the same for image-first's first pass; None: as above
 
     @classmethod
     def from_dict(cls, values: dict, source: Path) -> "GenerationDefaults":
@@ -137,6 +139,8 @@ class Request:
     seed: int
     image_first: bool = False
     image_guidance_scale: float | None = None  # the first pass of image-first sampling; None: guidance_scale
+    guidance_interval: tuple[float, float] = (0.0, 1.0)  # noise levels at which guidance applies (`guided`)
+    image_guidance_interval: tuple[float, float] | None = None  # the first pass's; None: guidance_interval
 
     @property
     def guides(self) -> bool:
@@ -145,6 +149,10 @@ class Request:
         if self.image_first and self.image_guidance_scale is not None:
             scales.append(self.image_guidance_scale)
         return max(scales) > 1
+
+
+def _either(value, default):
+    return default if value is None else value
 
 
 def check_output(output: str | Path | None, overwrite: bool) -> Path | None:
@@ -397,6 +405,9 @@ class VideoPipeline:
             image_first=d["image_first"],
             image_guidance_scale=None if d["image_guidance_scale"] is None
             else _finite("image guidance scale", d["image_guidance_scale"]),
+            guidance_interval=(0.0, 1.0) if d["guidance_interval"] is None else check_interval(d["guidance_interval"]),
+            image_guidance_interval=None if d["image_guidance_interval"] is None
+            else check_interval(d["image_guidance_interval"]),
         )
 
     @property
@@ -451,6 +462,8 @@ class VideoPipeline:
         fps: float | None = None,
         image_first: bool | None = None,
         image_guidance_scale: float | None = None,
+        guidance_interval: tuple[float, float] | None = None,
+        image_guidance_interval: tuple[float, float] | None = None,
         latents: torch.Tensor | None = None,
         callback: StepCallback | None = None,
         output: str | Path | None = None,
@@ -465,8 +478,11 @@ class VideoPipeline:
         clip on any device); latents: initial noise ``(1, C, T', H', W')`` instead of a seed. image_first:
         sample the first latent frame alone, then the clip from it (`denoise_image_first`); default: what
         the folder declares; image_guidance_scale: the guidance of its first pass (default: the folder's, or
-        guidance_scale). callback: called after each step with (step, timestep, latents), for each
-        pass. attention: a `videogen.models.attention` backend name for the DiT.
+        guidance_scale). guidance_interval: ``(low, high)``, the noise levels at which guidance applies
+        (default: the folder's, else all; `videogen.diffusion.sampling.guided`); image_guidance_interval: its
+        first pass's (default: the folder's, or guidance_interval). callback: called after each step with
+        (step, timestep, latents), for each pass. attention: a `videogen.models.attention` backend
+        name for the DiT.
 
         Returns a `videogen.io.Video` (uint8 frames ``(T, H, W, 3)`` and fps); with ``output``, the
         frames stream to that file as they are decoded and its `Path` is returned instead.
@@ -474,7 +490,8 @@ class VideoPipeline:
         request = self.make_request(
             prompt, negative_prompt=negative_prompt, seed=seed, num_frames=num_frames, height=height, width=width, num_steps=num_steps,
             guidance_scale=guidance_scale, shift=shift, sampler=sampler, fps=fps, image_first=image_first,
-            image_guidance_scale=image_guidance_scale,
+            image_guidance_scale=image_guidance_scale, guidance_interval=guidance_interval,
+            image_guidance_interval=image_guidance_interval,
         )
         output = check_output(output, overwrite)
         _attention_backend(attention)  # an unknown backend fails here, before any work
@@ -530,7 +547,8 @@ class VideoPipeline:
         method: how they are held, ``"timestep"`` or ``"replace"`` (`frame_method` picks the folder's).
         """
         scheduler = make_scheduler(self.scheduler_config, sampler=request.sampler, shift=request.shift)
-        velocity = guided(self._velocity_model(noise.shape), cond, uncond, request.guidance_scale)
+        velocity = guided(self._velocity_model(noise.shape), cond, uncond, request.guidance_scale,
+                          request.guidance_interval)
         generator = torch.Generator("cpu").manual_seed(request.seed)
         with self._on_device(self.transformer), _attention_backend(attention):
             return sample(velocity, noise, scheduler, request.num_steps, known=known, clean=clean, hold=method,
@@ -556,8 +574,8 @@ class VideoPipeline:
         """
         from videogen.tasks import known_window
 
-        first = request if request.image_guidance_scale is None else replace(
-            request, guidance_scale=request.image_guidance_scale)
+        first = replace(request, guidance_scale=_either(request.image_guidance_scale, request.guidance_scale),
+                        guidance_interval=_either(request.image_guidance_interval, request.guidance_interval))
         image = self.denoise(first, noise[:, :, :1], cond, uncond, callback=callback, attention=attention,
                              progress=progress)  # (1, C, 1, H', W')
         known, clean = known_window(self, noise.shape, {0: image})  # the mask and latents extend holds

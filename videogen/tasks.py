@@ -281,7 +281,7 @@ def extend(
     the output size (default: the folder's); inputs are centre-cropped and resized to it, and ``notify``
     is told so. fps: default the input's (the folder's for an image). method: "timestep" or "replace"
     (default: what the folder declares). settings: `VideoPipeline.generate`'s negative_prompt, num_steps,
-    guidance_scale, shift, sampler and seed.
+    guidance_scale, guidance_interval, shift, sampler and seed.
 
     Returns a `videogen.io.Video`, or with ``output`` the `Path` of the file the frames streamed into.
     """
