@@ -116,7 +116,7 @@ TINY = [
 def tiny_demo(tmp_path_factory):
     """train_demo on a tiny override: 1 step per stage (2 for dit-more, which continues dit's checkpoint), then
     again with the DiT to 2 steps and dit-more to 3 (resumes), and with --p2 (stages 5 and 6 of --vae4, then
-    stage 7's four patch-2 DiT stages, stopped at steps 1, 2, 2 and 1: the last shipped)."""
+    stage 7's five patch-2 DiT stages, stopped at steps 1, 2, 2, 1 and 2: the last shipped)."""
     root = tmp_path_factory.mktemp("demo")
     tool = _tool("train_demo")
     args = ["--runs", str(root / "runs"), "--assets", str(root / "demo-model"), *TINY]
@@ -128,7 +128,7 @@ def tiny_demo(tmp_path_factory):
     assert tool.main([*args, *vaes, "--set-dit", "train.max_steps=2", "--dit-more-steps", "3", "--overwrite",
                       "--p2", "--dit4-more-steps", "3", "--vae4-decoder-more-steps", "2",
                       "--vae4-decoder-polish-steps", "3", "--p2-t2i-steps", "1", "--p2-if-steps", "2",
-                      "--p2-pos-steps", "2", "--p2-pos2-steps", "1"]) == 0
+                      "--p2-pos-steps", "2", "--p2-pos2-steps", "1", "--p2-pos3-steps", "2"]) == 0
     return root, first
 
 
@@ -144,7 +144,8 @@ def test_train_demo_trains_resumes_and_assembles(tiny_demo):
     defaults = json.loads((model / "videogen.json").read_text())
     assert defaults == {"num_frames": 5, "height": 16, "width": 16, "fps": 8.0, "num_steps": 2, "guidance_scale": 5.0,
                         "shift": 3.0, "sampler": "unipc", "negative_prompt": "", "frame_conditioning": True,
-                        "image_first": True}
+                        "image_first": True, "guidance_interval": [0.85, 1.0],
+                        "image_guidance_interval": [0.5, 1.0]}  # train_demo's P2_SAMPLING
     with safe_open(str(model / "transformer" / "diffusion_pytorch_model.safetensors"), "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
     record = json.loads((model / "training.json").read_text())
@@ -160,9 +161,9 @@ def test_train_demo_trains_resumes_and_assembles(tiny_demo):
             ] == [(1, 1), (1, 1), (1, 1), (2, 1), (3, 1), (2, 1), (3, 1)]
     polish_log = (root / "runs" / "demo-vae4-decoder-polish" / "log.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in polish_log[1:]] == ["1", "2", "3"]  # continued vae4-decoder-more's run
-    p2_stages = ("dit4p2-t2i", "dit4p2-if", "dit4p2-pos", "dit4p2-pos2")  # stopped by train.stop_step (1, 2, 2, 1)
+    p2_stages = ("dit4p2-t2i", "dit4p2-if", "dit4p2-pos", "dit4p2-pos2", "dit4p2-pos3")  # by train.stop_step
     assert [(record["stages"][s]["steps"], record["stages"][s]["invocations"]) for s in p2_stages
-            ] == [(1, 1), (2, 1), (2, 1), (1, 1)]
+            ] == [(1, 1), (2, 1), (2, 1), (1, 1), (2, 1)]
     assert list(record["stages"]) == ["vae-images", "vae", "dit", "dit-more", *vae4_stages, *p2_stages]  # in order
     more_log = (root / "runs" / "demo-dit-more" / "log.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in more_log[1:]] == ["1", "2", "3"]  # dit's step 1, then its own
@@ -172,14 +173,14 @@ def test_train_demo_trains_resumes_and_assembles(tiny_demo):
     text = (model / "TRAINING.md").read_text()
     assert all(f"| {stage} |" in text for stage in ("vae", "dit", "dit-more", "vae4", "dit4", "dit4-more", *p2_stages))
     assert "float16" in text
-    # the shipped DiT is dit4p2-pos2's (on patches of 2, with frame positions, warm-started from dit4p2-pos, it
-    # from dit4p2-if and that from dit4p2-t2i, on the 4x model's latents)
+    # the shipped DiT is dit4p2-pos3's (on patches of 2, with frame positions, warm-started from dit4p2-pos2, it
+    # from dit4p2-pos, it from dit4p2-if and that from dit4p2-t2i, on the 4x model's latents)
     shipped = load_file(str(model / "transformer" / "diffusion_pytorch_model.safetensors"))
     config = json.loads((model / "transformer" / "config.json").read_text())
     assert config["patch_size"] == [1, 2, 2] and config["frame_position_dim"] == 32
     assert "frame_position.proj.weight" in shipped
     assert json.loads((model / "vae" / "config.json").read_text())["dim_mult"] == [1, 1, 1]  # the 4x VAE
-    for stage, same in (("dit4p2-pos2", True), ("dit4p2-pos", False), ("dit4p2-if", False), ("dit4p2-t2i", False),
+    for stage, same in (("dit4p2-pos3", True), ("dit4p2-pos2", False), ("dit4p2-pos", False), ("dit4p2-if", False), ("dit4p2-t2i", False),
                         ("dit4-more", False), ("dit-more", False)):
         trained = load_file(str(root / "runs" / f"demo-{stage}" / "model" / "transformer" / "diffusion_pytorch_model.safetensors"))
         assert all(k in shipped and torch.equal(shipped[k], trained[k].half()) for k in trained) == same
@@ -460,12 +461,13 @@ def fixed_prompt_scores(shipped_pipe, tmp_path_factory) -> list[dict]:
     return results
 
 
-# The shipped model (session 18: the 4x VAE; a patch-2 DiT, 3,887 steps of text-to-image, 3,550 for
-# image-first sampling, then 2,486 + 3,057 with frame positions, with the T5 of the DiT shipped before it)
-# falls short of issue 7's adherence target: 58% of 144 clips all right, direction 78% (docs/benchmarks.md,
-# "Demo model"; tools/eval_shapes.py measures the target, not these tests). On these fixed cases it gets 3 of
-# 4 prompts right. The tests below hold it to what it measured here: floors that a broken, swapped or older model fails
-# (the session-10 model got 0 of 4 prompts right, and session 16's did not continue the extension's motion).
+# The shipped model (session 19: the 4x VAE; a patch-2 DiT, 3,887 steps of text-to-image, 3,550 for
+# image-first sampling, then 2,486 + 3,773 + 2,000 with frame positions, the last with a decaying learning
+# rate, with the T5 of the DiT shipped before it; guided at high noise only) falls short of issue 7's
+# adherence target: 80% of 144 clips all right (docs/benchmarks.md, "Demo model"; tools/eval_shapes.py
+# measures the target, not these tests). On these fixed cases it gets 4 of 4 prompts right. The tests below
+# hold it to what it measured here: floors that a broken, swapped or older model fails (the session-10 model
+# got 0 of 4 prompts right, and session 16's did not continue the extension's motion).
 
 
 @needs_shipped
@@ -475,17 +477,16 @@ def test_shipped_model_draws_the_prompted_background(fixed_prompt_scores):
 
 @needs_shipped
 def test_shipped_model_follows_colour_shape_direction_and_background_words(fixed_prompt_scores):
-    # measured: colour 4, shape 4, direction 3, background 4 of 4 (the blue triangle moves another way; with
-    # session 17's model the held-out yellow one did); a model that ignored the prompt would expect
-    # ~0.7 + 1.3 + 1 + 1.3, the session-10 model got 3 + 2 + 0 + 3, session 16's 3 + 4 + 3 + 3. Tolerance: one
-    # attribute.
+    # measured: colour, shape, direction and background 4 of 4 each (session 18's model: the blue triangle
+    # moved another way); a model that ignored the prompt would expect ~0.7 + 1.3 + 1 + 1.3, the session-10
+    # model got 3 + 2 + 0 + 3, session 16's 3 + 4 + 3 + 3. Tolerance: one attribute.
     right = sum(r[name] for r in fixed_prompt_scores for name in ("color", "shape", "direction", "background"))
-    assert right >= 14, fixed_prompt_scores
+    assert right >= 15, fixed_prompt_scores
 
 
 @needs_shipped
 def test_shipped_model_follows_fixed_prompts(fixed_prompt_scores):
-    # issue 7's check of a handful of fixed prompts; measured: 3 of 4 right. Over 144 prompts: 58%.
+    # issue 7's check of a handful of fixed prompts; measured: 4 of 4 right. Over 144 prompts: 80%.
     wrong = [(c, r) for (c, _), r in zip(PROMPTS, fixed_prompt_scores) if not r["all_correct"]]
     assert len(wrong) <= 1, wrong  # tolerance: one clip of four may miss an attribute
 
@@ -553,7 +554,7 @@ def test_shipped_model_extends_a_clip_seamlessly_keeping_colour_and_shape(extend
     assert out.shape == (33, 64, 64, 3) and np.array_equal(out[:17], frames)  # the input, as it was
     kept = measures.attributes_kept(out[17:], spec)
     assert kept["color"] and kept["shape"], kept  # measured; the direction: below
-    assert measures.seam_jump(out, 17) < 3.0  # the first new frame is about one frame's motion on (measured 2.4)
+    assert measures.seam_jump(out, 17) < 3.0  # the first new frame is about one frame's motion on (measured 2.3)
 
 
 @needs_shipped
@@ -586,7 +587,7 @@ def test_shipped_model_extends_a_clip_continuing_its_direction(extended):
 def test_shipped_model_interpolates_along_a_steady_path(interpolated):
     spec, _, out = interpolated
     mean_dev, max_dev = _tool("eval_tasks").path_deviation(out, spec)
-    # fractions of the side; measured 0.018, 0.032 (session 17's model: 0.031, 0.078; session 10's: 0.074, 0.191)
+    # fractions of the side; measured 0.017, 0.029 (session 17's model: 0.031, 0.078; session 10's: 0.074, 0.191)
     assert mean_dev < 0.06 and max_dev < 0.15, (mean_dev, max_dev)
 
 

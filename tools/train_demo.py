@@ -36,14 +36,16 @@ Stages, each a `videogen.train` run with a fixed seed into its own run folder un
    (``model.dit.frame_position_dim``, starting at zero) and trained on with half the batches text-to-image
    (configs/demo-dit4-p2-position.yaml), to step ``--p2-pos-steps`` (2486); ``dit4p2-pos2``, a new run of that
    config started from dit4p2-pos's DiT (``model.dit_init``: a new optimizer and warm-up), to step
-   ``--p2-pos2-steps`` (3057). Each stops there with ``train.stop_step``, its learning-rate
+   ``--p2-pos2-steps`` (3773); ``dit4p2-pos3``, a new run of that config from dit4p2-pos2's DiT whose
+   learning rate decays (cosine, to a tenth) over 3000 steps (``P2_POS3``), to step ``--p2-pos3-steps``
+   (2000). Each stops there with ``train.stop_step``, its learning-rate
    schedule spanning the config's ``max_steps``, as the time-budgeted runs they reproduce did; their seed
    is ``--seed`` + 11 (11, the seed of those runs, by default);
 8. assembly: stage 4's model folder, or with ``--vae4`` stage 6's continuation with stage 5's decoder-trained
    VAE (``demo-vae4-decoder-polish``; EMA weights, diffusers layout, safetensors), or with ``--p2``
    stage 7's, is copied into ``--assets`` (``assets/demo-model``) with a ``videogen.json`` of demo
    defaults (frames, size, fps, steps, guidance, sampler, shift, frame conditioning, image-first
-   sampling), stored in float16 when float32 would exceed ``--max-mb``, and with the record of the
+   sampling; with ``--p2`` the noise levels it guides at, ``P2_SAMPLING``), stored in float16 when float32 would exceed ``--max-mb``, and with the record of the
    training in ``TRAINING.md`` and ``training.json``.
 
 ``--p2`` (which implies ``--vae4``) builds the shipped model (since session 17: docs/benchmarks.md, "the
@@ -57,7 +59,7 @@ is accumulated per stage over all invocations in ``RUNS/train_demo.json``.
 
 Usage (from the repository root)::
 
-    python tools/train_demo.py --p2                              # the shipped model, ~16 h on a 2-core CPU
+    python tools/train_demo.py --p2                              # the shipped model, ~17.5 h on a 2-core CPU
     python tools/train_demo.py --vae4                            # the model shipped until session 15, ~9.5 h
     python tools/train_demo.py                                   # stages 1-4 alone, ~3 h
     python tools/train_demo.py --runs /tmp/r --assets /tmp/m --set train.max_steps=2 \\
@@ -86,14 +88,21 @@ from videogen.errors import InputError, ResourceError, VideogenError  # noqa: E4
 STAGES = ("vae-images", "vae", "dit", "dit-more")
 VAE4_STAGES = ("vae4-images", "vae4", "vae4-decoder", "vae4-decoder-more", "vae4-decoder-polish", "dit4",
                "dit4-more")  # with --vae4
-P2_STAGES = ("dit4p2-t2i", "dit4p2-if", "dit4p2-pos", "dit4p2-pos2")  # with --p2
+P2_STAGES = ("dit4p2-t2i", "dit4p2-if", "dit4p2-pos", "dit4p2-pos2", "dit4p2-pos3")  # with --p2
 # Measured on the DiT after stage 3: swapping the colour word raised its loss by 16% at
 # sigma 0.9 and swapping the direction word by 1%: the text decides a clip at high noise, where the model
 # was weakest (loss 0.29 there vs 0.09 at sigma 0.6). Shift 2 moves the median training sigma from 0.5 to 0.67.
 DIT_MORE = ["objective.shift=2.0"]
 P2_IF_STEPS = 3550  # where the run stopped (60 min, then 30, 50 and 33 more, on a 2-core CPU)
 P2_POS_STEPS = 2486  # where the run stopped (60 min, then 30 more, on a 2-core CPU)
-P2_POS2_STEPS = 3057  # where the shipped run stopped (82 min of training, 86 with caching, on a 2-core CPU)
+P2_POS2_STEPS = 3773  # where the run stopped (82 min, then 24 more, on a 2-core CPU)
+P2_POS3_STEPS = 2000  # where the shipped run stopped (about 70 min of training on a 2-core CPU)
+# The last stage anneals: its learning rate falls from 5e-4 along a cosine that spans 3000 steps (to 5e-5 there;
+# a third of the peak at step 2000). The runs before it kept the peak rate (max_steps 100000).
+P2_POS3 = ["train.max_steps=3000"]
+# Guidance only at high noise, where the first frame's place and the clip's motion are decided: at low noise it
+# rounds the squares' corners (docs/benchmarks.md, session 19)
+P2_SAMPLING = {"guidance_interval": [0.85, 1.0], "image_guidance_interval": [0.5, 1.0]}
 RECORD_FILE = "train_demo.json"
 WEIGHT_SUFFIX = ".safetensors"
 
@@ -415,6 +424,7 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--p2-if-steps", type=int, default=P2_IF_STEPS, help="the step stage dit4p2-if stops at")
     p.add_argument("--p2-pos-steps", type=int, default=P2_POS_STEPS, help="the step stage dit4p2-pos stops at")
     p.add_argument("--p2-pos2-steps", type=int, default=P2_POS2_STEPS, help="the step stage dit4p2-pos2 stops at")
+    p.add_argument("--p2-pos3-steps", type=int, default=P2_POS3_STEPS, help="the step stage dit4p2-pos3 stops at")
     p.add_argument("--dit-more-steps", type=int, default=7000, help="the step stage dit-more continues the DiT to")
     p.add_argument("--dit4-more-steps", type=int, default=6000, help="the step stage dit4-more continues dit4 to")
     p.add_argument("--vae4-decoder-more-steps", type=int, default=8000,
@@ -480,19 +490,21 @@ def main(argv: list[str] | None = None) -> int:
             seed_p2 = [f"seed={args.seed + 11}"]
             wiring_p2 = [f"model.vae={base}", f"model.text_encoder={base}", f"data.cache_dir={runs / 'cache4'}",
                          "train.max_minutes=0"]
-            configs = (args.p2_t2i_config, args.p2_if_config, args.p2_pos_config, args.p2_pos_config)
-            steps = (args.p2_t2i_steps, args.p2_if_steps, args.p2_pos_steps, args.p2_pos2_steps)
+            configs = (args.p2_t2i_config, args.p2_if_config) + (args.p2_pos_config,) * 3
+            steps = (args.p2_t2i_steps, args.p2_if_steps, args.p2_pos_steps, args.p2_pos2_steps, args.p2_pos3_steps)
+            extra = ([], [], [], [], P2_POS3)
             init = []  # each stage after the first starts from the DiT the one before it exported
-            for name, config, end in zip(P2_STAGES, configs, steps, strict=True):
-                cfg = run_stage(name, config, seed_p2 + wiring_p2 + init + args.set + args.set_dit
+            for name, config, end, more in zip(P2_STAGES, configs, steps, extra, strict=True):
+                cfg = run_stage(name, config, seed_p2 + wiring_p2 + init + more + args.set + args.set_dit
                                 + [f"train.stop_step={end}"], runs, record)
                 init = [f"model.dit_init={runs / f'demo-{name}' / 'model'}"]
             vae = None  # the stage-7 DiT's folder holds the base folder's VAE already
-        shipped = "demo-dit4p2-pos2" if args.p2 else "demo-dit4-more" if args.vae4 else "demo-dit-more"
+        shipped = "demo-dit4p2-pos3" if args.p2 else "demo-dit4-more" if args.vae4 else "demo-dit-more"
         shipped_record = {name: record[name] for name in STAGES + VAE4_STAGES + P2_STAGES  # in the order they run
                           if name in record and (args.vae4 or name not in VAE4_STAGES)
                           and (args.p2 or name not in P2_STAGES)}
-        facts = assemble(runs / shipped / "model", args.assets, demo_defaults(cfg), max_mb=args.max_mb,
+        defaults = {**demo_defaults(cfg), **(P2_SAMPLING if args.p2 else {})}
+        facts = assemble(runs / shipped / "model", args.assets, defaults, max_mb=args.max_mb,
                          overwrite=args.overwrite, vae=vae)
         write_training_record(args.assets, shipped_record, facts, argv)
     except VideogenError as e:
