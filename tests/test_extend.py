@@ -129,22 +129,29 @@ def test_image_first_samples_the_first_frame_then_the_clip_from_it(pipe, monkeyp
         pipe.generate(PROMPT, image_first="yes", **settings)
 
 
+def _record_passes(pipe, monkeypatch, field: str) -> list:
+    """A list that gets ``field`` of each sampling pass's `Request` (`VideoPipeline.denoise`), as it runs."""
+    seen, original = [], type(pipe).denoise
+
+    def denoise(self, request, noise, cond, uncond, **kw):
+        seen.append(getattr(request, field))
+        return original(self, request, noise, cond, uncond, **kw)
+
+    monkeypatch.setattr(type(pipe), "denoise", denoise)
+    return seen
+
+
 def test_image_first_guides_its_first_pass_with_its_own_scale(pipe, monkeypatch):
     settings = dict(num_frames=9, height=32, width=32, num_steps=2, seed=3, image_first=True, progress=False)
     monkeypatch.setattr(pipe.defaults, "frame_conditioning", True)
-    scales, texts = [], []
-    original_denoise, original_encode = type(pipe).denoise, type(pipe)._encode_prompts
-
-    def denoise(self, request, noise, cond, uncond, **kw):
-        scales.append(request.guidance_scale)
-        return original_denoise(self, request, noise, cond, uncond, **kw)
+    scales, texts = _record_passes(pipe, monkeypatch, "guidance_scale"), []
+    original_encode = type(pipe)._encode_prompts
 
     def encode(self, request):
         cond, uncond = original_encode(self, request)
         texts.append(uncond is not None)
         return cond, uncond
 
-    monkeypatch.setattr(type(pipe), "denoise", denoise)
     monkeypatch.setattr(type(pipe), "_encode_prompts", encode)
     same = pipe.generate(PROMPT, guidance_scale=4.0, **settings)
     split = pipe.generate(PROMPT, guidance_scale=4.0, image_guidance_scale=2.0, **settings)
@@ -170,18 +177,13 @@ def test_image_first_guides_its_first_pass_with_its_own_scale(pipe, monkeypatch)
 def test_guidance_interval_reaches_each_pass_and_changes_the_clip(pipe, tiny_wan_folder, tmp_path, monkeypatch):
     settings = dict(num_frames=9, height=32, width=32, num_steps=3, seed=3, guidance_scale=4.0, progress=False)
     monkeypatch.setattr(pipe.defaults, "frame_conditioning", True)
-    intervals, batches = [], []
-    original_denoise, original_model = type(pipe).denoise, type(pipe)._velocity_model
-
-    def denoise(self, request, noise, cond, uncond, **kw):
-        intervals.append(request.guidance_interval)
-        return original_denoise(self, request, noise, cond, uncond, **kw)
+    intervals, batches = _record_passes(pipe, monkeypatch, "guidance_interval"), []
+    original_model = type(pipe)._velocity_model
 
     def velocity_model(self, shape):
         model = original_model(self, shape)
         return lambda x, t, text: batches.append(x.shape[0]) or model(x, t, text)
 
-    monkeypatch.setattr(type(pipe), "denoise", denoise)
     monkeypatch.setattr(type(pipe), "_velocity_model", velocity_model)
     full = pipe.generate(PROMPT, **settings)
     assert intervals == [(0.0, 1.0)] and batches == [2, 2, 2]

@@ -38,15 +38,15 @@ Stages, each a `videogen.train` run with a fixed seed into its own run folder un
    config started from dit4p2-pos's DiT (``model.dit_init``: a new optimizer and warm-up), to step
    ``--p2-pos2-steps`` (3773); ``dit4p2-pos3``, a new run of that config from dit4p2-pos2's DiT whose
    learning rate decays (cosine, to a tenth) over 3000 steps (``P2_POS3``), to step ``--p2-pos3-steps``
-   (2500). Each stops there with ``train.stop_step``, its learning-rate
-   schedule spanning the config's ``max_steps``, as the time-budgeted runs they reproduce did; their seed
-   is ``--seed`` + 11 (11, the seed of those runs, by default);
+   (2500). Each stops there with ``train.stop_step``, its learning-rate schedule spanning the config's
+   ``max_steps``, as the time-budgeted runs they reproduce did; their seed is ``--seed`` + 11 (11, the seed
+   of those runs, by default);
 8. assembly: stage 4's model folder, or with ``--vae4`` stage 6's continuation with stage 5's decoder-trained
    VAE (``demo-vae4-decoder-polish``; EMA weights, diffusers layout, safetensors), or with ``--p2``
    stage 7's, is copied into ``--assets`` (``assets/demo-model``) with a ``videogen.json`` of demo
    defaults (frames, size, fps, steps, guidance, sampler, shift, frame conditioning, image-first
-   sampling; with ``--p2`` the noise levels it guides at, ``P2_SAMPLING``), stored in float16 when float32 would exceed ``--max-mb``, and with the record of the
-   training in ``TRAINING.md`` and ``training.json``.
+   sampling; with ``--p2`` the noise levels it guides at, ``P2_SAMPLING``), stored in float16 when float32
+   would exceed ``--max-mb``, and with the record of the training in ``TRAINING.md`` and ``training.json``.
 
 ``--p2`` (which implies ``--vae4``) builds the shipped model (since session 17: docs/benchmarks.md, "the
 DiT learns where it is in the frame"); ``--vae4`` alone builds session 6-15's, stages 5 and 6; without either
@@ -59,7 +59,7 @@ is accumulated per stage over all invocations in ``RUNS/train_demo.json``.
 
 Usage (from the repository root)::
 
-    python tools/train_demo.py --p2                              # the shipped model, ~17.5 h on a 2-core CPU
+    python tools/train_demo.py --p2                              # the shipped model, ~18 h on a 2-core CPU
     python tools/train_demo.py --vae4                            # the model shipped until session 15, ~9.5 h
     python tools/train_demo.py                                   # stages 1-4 alone, ~3 h
     python tools/train_demo.py --runs /tmp/r --assets /tmp/m --set train.max_steps=2 \\
