@@ -129,6 +129,40 @@ def test_image_first_samples_the_first_frame_then_the_clip_from_it(pipe, monkeyp
         pipe.generate(PROMPT, image_first="yes", **settings)
 
 
+def test_image_first_can_draw_its_image_with_the_opening_frames(pipe, monkeypatch):
+    settings = dict(num_frames=9, height=32, width=32, num_steps=2, seed=3, image_first=True, progress=False)
+    monkeypatch.setattr(pipe.defaults, "frame_conditioning", True)
+    calls, original = [], type(pipe).denoise
+
+    def denoise(self, request, noise, cond, uncond, **kw):
+        result = original(self, request, noise, cond, uncond, **kw)
+        calls.append(dict(noise=noise, known=kw.get("known"), clean=kw.get("clean"), result=result))
+        return result
+
+    monkeypatch.setattr(type(pipe), "denoise", denoise)
+    image = pipe.generate(PROMPT, **settings)
+    drafted = pipe.generate(PROMPT, image_first_frames=5, **settings)
+    _, _, first, second = calls
+    # the first pass samples the first 5 frames (2 latent frames) from the seed's noise, jointly ...
+    assert first["noise"].shape == (1, 16, 2, 4, 4) and first["known"] is None
+    assert torch.equal(first["noise"], second["noise"][:, :, :2])
+    # ... and only its first latent frame is held for the clip
+    assert second["known"].tolist() == [True, False, False]
+    assert torch.equal(second["clean"][:, :, :1], first["result"][:, :, :1])
+    assert torch.equal(second["result"][:, :, :1], first["result"][:, :, :1])
+    assert not np.array_equal(drafted.frames[0], image.frames[0])  # drawn with its motion, not alone
+    # the folder can declare it; more frames than the clip has means the whole clip
+    calls.clear()
+    monkeypatch.setattr(pipe.defaults, "image_first_frames", 5)
+    assert np.array_equal(pipe.generate(PROMPT, **settings).frames, drafted.frames)
+    pipe.generate(PROMPT, image_first_frames=17, **settings)
+    assert calls[-2]["noise"].shape[2] == 3
+    from videogen.errors import InputError
+
+    with pytest.raises(InputError, match="image-first frames 4 is not 4k"):
+        pipe.generate(PROMPT, image_first_frames=4, **settings)
+
+
 def _record_passes(pipe, monkeypatch, field: str) -> list:
     """A list that gets ``field`` of each sampling pass's `Request` (`VideoPipeline.denoise`), as it runs."""
     seen, original = [], type(pipe).denoise
@@ -222,17 +256,23 @@ def test_generate_cli_image_first_flag(pipe, tiny_wan_folder, tmp_path, monkeypa
     original = type(pipe).generate
 
     def generate(self, prompt, **kw):
-        seen.append((kw["image_first"], kw["image_guidance_scale"]))
+        seen.append((kw["image_first"], kw["image_guidance_scale"], kw["image_first_frames"]))
         return original(self, prompt, **kw)
 
     monkeypatch.setattr(type(pipe), "generate", generate)
     base = ["generate", PROMPT, "--model", str(tiny_wan_folder), "--frames", "5", "--height", "32", "--width", "32",
             "--steps", "1", "--seed", "0"]
-    for flag, expected in (([], (None, None)), (["--image-first"], (True, None)), (["--no-image-first"], (False, None)),
-                           (["--image-first", "--image-guidance", "2.5"], (True, 2.5))):
+    for flag, expected in (([], (None, None, None)), (["--image-first"], (True, None, None)),
+                           (["--no-image-first"], (False, None, None)),
+                           (["--image-first", "--image-guidance", "2.5"], (True, 2.5, None)),
+                           (["--image-first", "--image-first-frames", "5"], (True, None, 5))):
         out = tmp_path / f"{len(seen)}.mp4"
         assert main([*base, *flag, "-o", str(out)]) == 0
         assert seen[-1] == expected and out.is_file()
+    # a frame count the VAE cannot code is refused before the model loads: one line, exit 2, no file
+    calls = len(seen)
+    assert main([*base, "--image-first", "--image-first-frames", "3", "-o", str(tmp_path / "bad.mp4")]) == 2
+    assert len(seen) == calls and not (tmp_path / "bad.mp4").exists()
 
 
 # -------------------------------------------------------------------------------------------- extend

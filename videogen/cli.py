@@ -154,6 +154,9 @@ def add_generate(subparsers):
                    "default: what the model folder declares)")
     p.add_argument("--image-guidance", type=float,
                    help="guidance scale of --image-first's first frame (default: the folder's, else --guidance)")
+    p.add_argument("--image-first-frames", type=int, metavar="N",
+                   help="frames --image-first's first pass samples together before it keeps the first, so the "
+                   "image is drawn with its motion in view; 4k+1 (default: the folder's, else 1)")
     add_sampling_options(p)
     p.set_defaults(run=run_generate)
 
@@ -275,12 +278,15 @@ def run_generate(args) -> int:
     check_sampling_args(args)
     if args.frames is not None:
         check_num_frames(args.frames)
+    if args.image_first_frames is not None:
+        check_num_frames(args.image_first_frames, name="image-first frames")
     output = check_output(args.output or default_output_path(args.prompt), args.overwrite)
     # 2. load and generate
     pipe = load_pipeline(args)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**32)
     path = pipe.generate(args.prompt, num_frames=args.frames, image_first=args.image_first,
-                         image_guidance_scale=args.image_guidance, output=output, **sampling_settings(args, seed))
+                         image_guidance_scale=args.image_guidance, image_first_frames=args.image_first_frames,
+                         output=output, **sampling_settings(args, seed))
     print(f"wrote {path} in {elapsed(start)} (seed {seed})")
     return 0
 

@@ -73,6 +73,7 @@ class GenerationDefaults:
     image_guidance_scale: float | None = None  # guidance of image-first's first pass; None: guidance_scale
     guidance_interval: list[float] | None = None  # [low, high]: noise levels where guidance applies; None: all
     image_guidance_interval: list[float] | None = None  # the same for image-first's first pass; None: as above
+    image_first_frames: int = 1  # frames image-first's first pass samples together, keeping the first (4k+1)
 
     @classmethod
     def from_dict(cls, values: dict, source: Path) -> "GenerationDefaults":
@@ -102,12 +103,12 @@ def _finite(name: str, value, *, positive: bool = False) -> float:
     return number
 
 
-def check_num_frames(num_frames, temporal: int = 4) -> int:
+def check_num_frames(num_frames, temporal: int = 4, *, name: str = "number of frames") -> int:
     """Frame counts are ``temporal * k + 1``: the causal VAE encodes the first frame on its own."""
-    n = _positive_int("number of frames", num_frames)
+    n = _positive_int(name, num_frames)
     if (n - 1) % temporal:
         lower = (n - 1) // temporal * temporal + 1
-        raise InputError(f"number of frames {n} is not {temporal}k+1: use {lower} or {lower + temporal}")
+        raise InputError(f"{name} {n} is not {temporal}k+1: use {lower} or {lower + temporal}")
     return n
 
 
@@ -141,6 +142,7 @@ class Request:
     image_guidance_scale: float | None = None  # the first pass of image-first sampling; None: guidance_scale
     guidance_interval: tuple[float, float] = (0.0, 1.0)  # noise levels at which guidance applies (`guided`)
     image_guidance_interval: tuple[float, float] | None = None  # the first pass's; None: guidance_interval
+    image_first_frames: int = 1  # frames the first pass samples together (4k+1); it keeps the first
 
     @property
     def guides(self) -> bool:
@@ -408,6 +410,8 @@ class VideoPipeline:
             guidance_interval=(0.0, 1.0) if d["guidance_interval"] is None else check_interval(d["guidance_interval"]),
             image_guidance_interval=None if d["image_guidance_interval"] is None
             else check_interval(d["image_guidance_interval"]),
+            image_first_frames=check_num_frames(d["image_first_frames"], self.vae.temporal_compression,
+                                                name="image-first frames"),
         )
 
     @property
@@ -464,6 +468,7 @@ class VideoPipeline:
         image_guidance_scale: float | None = None,
         guidance_interval: tuple[float, float] | None = None,
         image_guidance_interval: tuple[float, float] | None = None,
+        image_first_frames: int | None = None,
         latents: torch.Tensor | None = None,
         callback: StepCallback | None = None,
         output: str | Path | None = None,
@@ -480,7 +485,9 @@ class VideoPipeline:
         the folder declares; image_guidance_scale: the guidance of its first pass (default: the folder's, or
         guidance_scale). guidance_interval: ``(low, high)``, the noise levels at which guidance applies
         (default: the folder's, else all; `videogen.diffusion.sampling.guided`); image_guidance_interval: its
-        first pass's (default: the folder's, or guidance_interval). callback: called after each step with
+        first pass's (default: the folder's, or guidance_interval); image_first_frames: how many of the clip's
+        first frames that pass samples together before it keeps the first (4k+1, default: the folder's, else
+        1, the image alone). callback: called after each step with
         (step, timestep, latents), for each pass. attention: a `videogen.models.attention` backend
         name for the DiT.
 
@@ -491,7 +498,7 @@ class VideoPipeline:
             prompt, negative_prompt=negative_prompt, seed=seed, num_frames=num_frames, height=height, width=width, num_steps=num_steps,
             guidance_scale=guidance_scale, shift=shift, sampler=sampler, fps=fps, image_first=image_first,
             image_guidance_scale=image_guidance_scale, guidance_interval=guidance_interval,
-            image_guidance_interval=image_guidance_interval,
+            image_guidance_interval=image_guidance_interval, image_first_frames=image_first_frames,
         )
         output = check_output(output, overwrite)
         _attention_backend(attention)  # an unknown backend fails here, before any work
@@ -566,18 +573,23 @@ class VideoPipeline:
         progress: bool = False,
     ) -> torch.Tensor:
         """Text-to-video in two passes, as Emu Video factorises it (Girdhar et al. 2023): the first latent frame
-        alone (under the causal VAE it codes the first frame by itself, so it is an image), then the whole
-        clip with that frame held known. The first pass decides what is shown, the second how it moves; a
-        DiT learns to keep an object's look across frames far sooner from a given frame than from text
-        alone (docs/benchmarks.md, sessions 12 and 15). For models trained on both (``objective.p_image`` and
+        (under the causal VAE it codes the first frame by itself, so it is an image), then the whole clip
+        with that frame held known. The first pass decides what is shown, the second how it moves; a DiT
+        learns to keep an object's look across frames far sooner from a given frame than from text alone
+        (docs/benchmarks.md, sessions 12 and 15). For models trained on both (``objective.p_image`` and
         ``p_first``). Same noise as `denoise`: frame 0's for the image, the rest for the clip.
+
+        ``request.image_first_frames`` > 1: the first pass samples the clip's opening (that many frames, at
+        most the clip) and keeps only its first latent frame, so the image is drawn with the motion that
+        follows it in view -- where an object starts depends on where it goes (docs/benchmarks.md, session 20).
         """
         from videogen.tasks import known_window
 
         first = replace(request, guidance_scale=_either(request.image_guidance_scale, request.guidance_scale),
                         guidance_interval=_either(request.image_guidance_interval, request.guidance_interval))
-        image = self.denoise(first, noise[:, :, :1], cond, uncond, callback=callback, attention=attention,
-                             progress=progress)  # (1, C, 1, H', W')
+        opening = 1 + (request.image_first_frames - 1) // self.vae.temporal_compression  # latent frames
+        image = self.denoise(first, noise[:, :, :opening], cond, uncond, callback=callback, attention=attention,
+                             progress=progress)[:, :, :1]  # (1, C, 1, H', W')
         known, clean = known_window(self, noise.shape, {0: image})  # the mask and latents extend holds
         return self.denoise(request, noise, cond, uncond, known=known, clean=clean, method=self.frame_method(),
                             callback=callback, attention=attention, progress=progress)
