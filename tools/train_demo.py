@@ -45,8 +45,9 @@ Stages, each a `videogen.train` run with a fixed seed into its own run folder un
    VAE (``demo-vae4-decoder-polish``; EMA weights, diffusers layout, safetensors), or with ``--p2``
    stage 7's, is copied into ``--assets`` (``assets/demo-model``) with a ``videogen.json`` of demo
    defaults (frames, size, fps, steps, guidance, sampler, shift, frame conditioning, image-first
-   sampling; with ``--p2`` the noise levels it guides at, ``P2_SAMPLING``), stored in float16 when float32
-   would exceed ``--max-mb``, and with the record of the training in ``TRAINING.md`` and ``training.json``.
+   sampling; with ``--p2`` the noise levels it guides at and the frames its first pass draws,
+   ``P2_SAMPLING``), stored in float16 when float32 would exceed ``--max-mb``, and with the record of the
+   training in ``TRAINING.md`` and ``training.json``.
 
 ``--p2`` (which implies ``--vae4``) builds the shipped model (since session 17: docs/benchmarks.md, "the
 DiT learns where it is in the frame"); ``--vae4`` alone builds session 6-15's, stages 5 and 6; without either
@@ -101,8 +102,9 @@ P2_POS3_STEPS = 2500  # where the shipped run stopped (about 85 min of training 
 # 0.16 of the peak at step 2500). The runs before it kept the peak rate (max_steps 100000).
 P2_POS3 = ["train.max_steps=3000"]
 # Guidance only at high noise, where the first frame's place and the clip's motion are decided: at low noise it
-# rounds the squares' corners (docs/benchmarks.md, session 19)
-P2_SAMPLING = {"guidance_interval": [0.85, 1.0], "image_guidance_interval": [0.5, 1.0]}
+# rounds the squares' corners (docs/benchmarks.md, session 19). The first frame is drawn with the next four
+# (image_first_frames), so that it leaves the object room to move as captioned (session 20).
+P2_SAMPLING = {"guidance_interval": [0.85, 1.0], "image_guidance_interval": [0.5, 1.0], "image_first_frames": 5}
 RECORD_FILE = "train_demo.json"
 WEIGHT_SUFFIX = ".safetensors"
 
