@@ -38,7 +38,7 @@ Stages, each a `videogen.train` run with a fixed seed into its own run folder un
    config started from dit4p2-pos's DiT (``model.dit_init``: a new optimizer and warm-up), to step
    ``--p2-pos2-steps`` (3773); ``dit4p2-pos3``, a new run of that config from dit4p2-pos2's DiT whose
    learning rate decays (cosine, to a tenth) over 3000 steps (``P2_POS3``), to step ``--p2-pos3-steps``
-   (2500). Each stops there with ``train.stop_step``, its learning-rate schedule spanning the config's
+   (3000, the end of the decay). Each stops there with ``train.stop_step``, its learning-rate schedule spanning the config's
    ``max_steps``, as the time-budgeted runs they reproduce did; their seed is ``--seed`` + 11 (11, the seed
    of those runs, by default);
 8. assembly: stage 4's model folder, or with ``--vae4`` stage 6's continuation with stage 5's decoder-trained
@@ -97,9 +97,9 @@ DIT_MORE = ["objective.shift=2.0"]
 P2_IF_STEPS = 3550  # where the run stopped (60 min, then 30, 50 and 33 more, on a 2-core CPU)
 P2_POS_STEPS = 2486  # where the run stopped (60 min, then 30 more, on a 2-core CPU)
 P2_POS2_STEPS = 3773  # where the run stopped (82 min, then 24 more, on a 2-core CPU)
-P2_POS3_STEPS = 2500  # where the shipped run stopped (about 85 min of training on a 2-core CPU)
-# The last stage anneals: its learning rate falls from 5e-4 along a cosine that spans 3000 steps (to 5e-5 there;
-# 0.16 of the peak at step 2500). The runs before it kept the peak rate (max_steps 100000).
+P2_POS3_STEPS = 3000  # the end of its decay (about 100 min of training on a 2-core CPU, in four invocations)
+# The last stage anneals: its learning rate falls from 5e-4 along a cosine that spans its 3000 steps, to 5e-5 at
+# the end. The runs before it kept the peak rate (max_steps 100000).
 P2_POS3 = ["train.max_steps=3000"]
 # Guidance only at high noise, where the first frame's place and the clip's motion are decided: at low noise it
 # rounds the squares' corners (docs/benchmarks.md, session 19). The first frame is drawn with the next four
