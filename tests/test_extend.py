@@ -90,24 +90,30 @@ def test_method_follows_the_folder(pipe, monkeypatch):
 # ------------------------------------------------------------------------------- image-first sampling
 
 
+def _record_denoising(pipe, monkeypatch) -> list[dict]:
+    """A list that gets each sampling pass (`VideoPipeline.denoise`) as it runs: its noise, the ``known`` mask
+    and ``clean`` latents it was given, and its result."""
+    calls, original = [], type(pipe).denoise
+
+    def denoise(self, request, noise, cond, uncond, **kw):
+        result = original(self, request, noise, cond, uncond, **kw)
+        calls.append(dict(noise=noise, known=kw.get("known"), clean=kw.get("clean"), result=result))
+        return result
+
+    monkeypatch.setattr(type(pipe), "denoise", denoise)
+    return calls
+
+
 def test_image_first_samples_the_first_frame_then_the_clip_from_it(pipe, monkeypatch):
     settings = dict(num_frames=9, height=32, width=32, num_steps=2, seed=3, progress=False)
     noise = torch.randn(1, 16, 3, 4, 4, generator=torch.Generator().manual_seed(3))  # the seed's noise
     image = pipe.generate(PROMPT, **{**settings, "num_frames": 1}, latents=noise[:, :, :1])
-    calls = []
-    original = type(pipe).denoise
-
-    def denoise(self, request, noise, cond, uncond, **kw):
-        result = original(self, request, noise, cond, uncond, **kw)
-        calls.append(dict(shape=tuple(noise.shape), known=kw.get("known"), clean=kw.get("clean"), result=result))
-        return result
-
-    monkeypatch.setattr(type(pipe), "denoise", denoise)
+    calls = _record_denoising(pipe, monkeypatch)
     monkeypatch.setattr(pipe.defaults, "frame_conditioning", True)
     clip = pipe.generate(PROMPT, image_first=True, **settings)
     first, second = calls
-    assert first["shape"] == (1, 16, 1, 4, 4) and first["known"] is None  # text-to-image
-    assert second["shape"] == (1, 16, 3, 4, 4) and second["known"].tolist() == [True, False, False]
+    assert first["noise"].shape == (1, 16, 1, 4, 4) and first["known"] is None  # text-to-image
+    assert second["noise"].shape == (1, 16, 3, 4, 4) and second["known"].tolist() == [True, False, False]
     assert torch.equal(second["clean"][:, :, :1], first["result"])
     assert torch.equal(second["result"][:, :, :1], first["result"])  # held exactly
     # the causal VAE decodes the first frame from the first latent frame alone: the clip opens on the image
@@ -132,14 +138,7 @@ def test_image_first_samples_the_first_frame_then_the_clip_from_it(pipe, monkeyp
 def test_image_first_can_draw_its_image_with_the_opening_frames(pipe, monkeypatch):
     settings = dict(num_frames=9, height=32, width=32, num_steps=2, seed=3, image_first=True, progress=False)
     monkeypatch.setattr(pipe.defaults, "frame_conditioning", True)
-    calls, original = [], type(pipe).denoise
-
-    def denoise(self, request, noise, cond, uncond, **kw):
-        result = original(self, request, noise, cond, uncond, **kw)
-        calls.append(dict(noise=noise, known=kw.get("known"), clean=kw.get("clean"), result=result))
-        return result
-
-    monkeypatch.setattr(type(pipe), "denoise", denoise)
+    calls = _record_denoising(pipe, monkeypatch)
     image = pipe.generate(PROMPT, **settings)
     drafted = pipe.generate(PROMPT, image_first_frames=5, **settings)
     _, _, first, second = calls

@@ -38,9 +38,9 @@ Stages, each a `videogen.train` run with a fixed seed into its own run folder un
    config started from dit4p2-pos's DiT (``model.dit_init``: a new optimizer and warm-up), to step
    ``--p2-pos2-steps`` (3773); ``dit4p2-pos3``, a new run of that config from dit4p2-pos2's DiT whose
    learning rate decays (cosine, to a tenth) over 3000 steps (``P2_POS3``), to step ``--p2-pos3-steps``
-   (3000, the end of the decay). Each stops there with ``train.stop_step``, its learning-rate schedule spanning the config's
-   ``max_steps``, as the time-budgeted runs they reproduce did; their seed is ``--seed`` + 11 (11, the seed
-   of those runs, by default);
+   (3000, the end of the decay). Each stops there with ``train.stop_step``, its learning-rate schedule
+   spanning the config's ``max_steps``, as the time-budgeted runs they reproduce did; their seed is
+   ``--seed`` + 11 (11, the seed of those runs, by default);
 8. assembly: stage 4's model folder, or with ``--vae4`` stage 6's continuation with stage 5's decoder-trained
    VAE (``demo-vae4-decoder-polish``; EMA weights, diffusers layout, safetensors), or with ``--p2``
    stage 7's, is copied into ``--assets`` (``assets/demo-model``) with a ``videogen.json`` of demo

@@ -587,7 +587,7 @@ class VideoPipeline:
 
         first = replace(request, guidance_scale=_either(request.image_guidance_scale, request.guidance_scale),
                         guidance_interval=_either(request.image_guidance_interval, request.guidance_interval))
-        opening = 1 + (request.image_first_frames - 1) // self.vae.temporal_compression  # latent frames
+        opening = self.latent_shape(request.image_first_frames, request.height, request.width)[2]  # latent frames
         image = self.denoise(first, noise[:, :, :opening], cond, uncond, callback=callback, attention=attention,
                              progress=progress)[:, :, :1]  # (1, C, 1, H', W')
         known, clean = known_window(self, noise.shape, {0: image})  # the mask and latents extend holds
