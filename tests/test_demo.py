@@ -461,13 +461,14 @@ def fixed_prompt_scores(shipped_pipe, tmp_path_factory) -> list[dict]:
     return results
 
 
-# The shipped model (session 19: the 4x VAE; a patch-2 DiT, 3,887 steps of text-to-image, 3,550 for
+# The shipped model (session 20: the 4x VAE; a patch-2 DiT, 3,887 steps of text-to-image, 3,550 for
 # image-first sampling, then 2,486 + 3,773 + 3,000 with frame positions, the last with a decaying learning
 # rate, with the T5 of the DiT shipped before it; guided at high noise only; its first frame drawn with the
 # next four) falls short of issue 7's adherence target: 89% of 144 clips all right (docs/benchmarks.md, "Demo
-# model"; tools/eval_shapes.py measures the target, not these tests). On these fixed cases it gets 4 of 4 prompts right. The tests below
-# hold it to what it measured here: floors that a broken, swapped or older model fails (the session-10 model
-# got 0 of 4 prompts right, and session 16's did not continue the extension's motion).
+# model"; tools/eval_shapes.py measures the target, not these tests). On these fixed cases it gets 4 of 4
+# prompts right. The tests below hold it to what it measured here: floors that a broken, swapped or older
+# model fails (the session-10 model got 0 of 4 prompts right, and session 16's did not continue the
+# extension's motion).
 
 
 @needs_shipped
