@@ -202,3 +202,15 @@ def test_image_batches_train_the_first_latent_frame_alone():
         frames.append(model.seen[0].shape[2])
     assert set(frames) == {1, 5}
     assert np.mean(np.array(frames) == 1) == pytest.approx(0.3, abs=0.07)
+
+
+def test_image_batches_can_train_the_opening_that_image_first_sampling_draws():
+    latents = torch.randn(3, 4, 5, 4, 4)
+    model = Recorder()
+    cfg = ObjectiveConfig(p_image=1.0, p_first=1.0, image_latent_frames=2)
+    dit_loss(model, latents, {}, cfg, torch.Generator().manual_seed(0))
+    x_t, timesteps, _ = model.seen
+    assert x_t.shape == (3, 4, 2, 4, 4)  # the first two latent frames: the first 5 frames under the causal VAE
+    assert timesteps.shape == (3,) and (timesteps > 0).all()  # from text alone, though p_first is 1
+    dit_loss(model, latents[:, :, :2], {}, cfg, torch.Generator().manual_seed(0))
+    assert model.seen[0].shape[2] == 1  # a clip no longer than the opening: its image, as before

@@ -146,6 +146,14 @@ def test_crop_is_refused_outside_vae_shapes_runs():
         validate(tiny_config(data={"kind": "shapes", "crop": 32}))  # a DiT run
 
 
+def test_image_batches_keep_at_least_one_latent_frame():
+    from videogen.errors import ConfigError
+    from videogen.train.config import validate
+
+    with pytest.raises(ConfigError, match="objective.image_latent_frames: 0 must be at least 1"):
+        validate(tiny_config(objective={"p_image": 0.5, "image_latent_frames": 0}))
+
+
 def _resume_config(wan, data):
     return tiny_config(model={"pretrained": str(wan)}, data={"path": str(data)},
                        objective={"p_first": 0.3, "p_first_last": 0.3, "caption_dropout": 0.3},

@@ -101,6 +101,9 @@ class ObjectiveConfig:
     logit_mean: float = 0.0  # logit-normal location
     logit_std: float = 1.0  # logit-normal scale
     p_image: float = 0.0  # probability a batch trains text-to-image: only its first latent frame, an image
+    # latent frames a text-to-image batch keeps, given nothing: 2 is the opening (5 frames) that image-first
+    # sampling with image_first_frames 5 draws, the first frame with the motion after it in view
+    image_latent_frames: int = 1
     p_first: float = 0.0  # probability a sample keeps its first latent frame(s) known (image-to-video)
     p_first_last: float = 0.0  # probability the first and last latent frames are known (interpolation)
     known_frames: int = 1  # latent frames known at the start in "first" mode
@@ -214,6 +217,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise ConfigError(f"objective.{name}: {getattr(o, name)} is not a probability")
     if o.p_first + o.p_first_last > 1.0:
         raise ConfigError("objective.p_first + objective.p_first_last must not exceed 1")
+    if o.image_latent_frames < 1:
+        raise ConfigError(f"objective.image_latent_frames: {o.image_latent_frames} must be at least 1")
     if o.shift <= 0:
         raise ConfigError(f"objective.shift: {o.shift} must be positive")
     t = cfg.train

@@ -80,10 +80,13 @@ def dit_loss(
 
     Returns the loss and a few numbers to log.
     """
-    if cfg.p_image > 0 and latents.shape[2] > 1 and torch.rand((), generator=generator).item() < cfg.p_image:
+    opening = min(cfg.image_latent_frames, latents.shape[2] - 1)
+    from_text = False
+    if cfg.p_image > 0 and opening > 0 and torch.rand((), generator=generator).item() < cfg.p_image:
         # 0. a text-to-image batch: the causal VAE codes the first frame alone into the first latent frame,
-        #    so that frame is the image's latent (what image-first sampling generates before the motion)
-        latents = latents[:, :, :1]
+        #    so that frame is the image's latent (what image-first sampling generates before the motion);
+        #    with image_latent_frames > 1, the clip's opening, as image-first sampling's first pass draws it
+        latents, from_text = latents[:, :, :opening], True
     b, _, t, h, w = latents.shape
     device = latents.device
     # 1. a noise level per sample, shifted toward noise as the sampler will be (SD3 eq. 23)
@@ -91,6 +94,8 @@ def dit_loss(
                                 std=cfg.logit_std, generator=generator)
     # 2. which latent frames each sample is given
     known = known_frames(sample_modes(b, cfg, generator), t, cfg.known_frames)  # (B, T')
+    if from_text:
+        known[:] = False  # the first pass is given nothing
     # 3. noisy latents on the straight path; given frames stay clean
     noise = torch.randn(latents.shape, generator=generator).to(device=device, dtype=latents.dtype)
     x_t = flow.hold_known(flow.interpolate(latents, noise, sigmas.to(device)), latents, known.to(device))
