@@ -116,7 +116,7 @@ TINY = [
 def tiny_demo(tmp_path_factory):
     """train_demo on a tiny override: 1 step per stage (2 for dit-more, which continues dit's checkpoint), then
     again with the DiT to 2 steps and dit-more to 3 (resumes), and with --p2 (stages 5 and 6 of --vae4, then
-    stage 7's five patch-2 DiT stages, stopped at steps 1, 2, 2, 1 and 2: the last shipped)."""
+    stage 7's six patch-2 DiT stages, stopped at steps 1, 2, 2, 1, 2 and 2: the mean of the last two shipped)."""
     root = tmp_path_factory.mktemp("demo")
     tool = _tool("train_demo")
     args = ["--runs", str(root / "runs"), "--assets", str(root / "demo-model"), *TINY]
@@ -128,7 +128,8 @@ def tiny_demo(tmp_path_factory):
     assert tool.main([*args, *vaes, "--set-dit", "train.max_steps=2", "--dit-more-steps", "3", "--overwrite",
                       "--p2", "--dit4-more-steps", "3", "--vae4-decoder-more-steps", "2",
                       "--vae4-decoder-polish-steps", "3", "--p2-t2i-steps", "1", "--p2-if-steps", "2",
-                      "--p2-pos-steps", "2", "--p2-pos2-steps", "1", "--p2-pos3-steps", "2"]) == 0
+                      "--p2-pos-steps", "2", "--p2-pos2-steps", "1", "--p2-pos3-steps", "2",
+                      "--p2-noise-steps", "2"]) == 0
     return root, first
 
 
@@ -161,9 +162,9 @@ def test_train_demo_trains_resumes_and_assembles(tiny_demo):
             ] == [(1, 1), (1, 1), (1, 1), (2, 1), (3, 1), (2, 1), (3, 1)]
     polish_log = (root / "runs" / "demo-vae4-decoder-polish" / "log.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in polish_log[1:]] == ["1", "2", "3"]  # continued vae4-decoder-more's run
-    p2_stages = ("dit4p2-t2i", "dit4p2-if", "dit4p2-pos", "dit4p2-pos2", "dit4p2-pos3")  # by train.stop_step
+    p2_stages = ("dit4p2-t2i", "dit4p2-if", "dit4p2-pos", "dit4p2-pos2", "dit4p2-pos3", "dit4p2-noise")  # by stop_step
     assert [(record["stages"][s]["steps"], record["stages"][s]["invocations"]) for s in p2_stages
-            ] == [(1, 1), (2, 1), (2, 1), (1, 1), (2, 1)]
+            ] == [(1, 1), (2, 1), (2, 1), (1, 1), (2, 1), (2, 1)]
     assert list(record["stages"]) == ["vae-images", "vae", "dit", "dit-more", *vae4_stages, *p2_stages]  # in order
     more_log = (root / "runs" / "demo-dit-more" / "log.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in more_log[1:]] == ["1", "2", "3"]  # dit's step 1, then its own
@@ -173,17 +174,25 @@ def test_train_demo_trains_resumes_and_assembles(tiny_demo):
     text = (model / "TRAINING.md").read_text()
     assert all(f"| {stage} |" in text for stage in ("vae", "dit", "dit-more", "vae4", "dit4", "dit4-more", *p2_stages))
     assert "float16" in text
-    # the shipped DiT is dit4p2-pos3's (on patches of 2, with frame positions, warm-started from dit4p2-pos2, it
-    # from dit4p2-pos, it from dit4p2-if and that from dit4p2-t2i, on the 4x model's latents)
+    # the shipped DiT is the mean of dit4p2-pos3's and dit4p2-noise's (on patches of 2, with frame positions;
+    # dit4p2-noise warm-started from dit4p2-pos3, it from dit4p2-pos2, it from dit4p2-pos, it from dit4p2-if and
+    # that from dit4p2-t2i, on the 4x model's latents)
     shipped = load_file(str(model / "transformer" / "diffusion_pytorch_model.safetensors"))
     config = json.loads((model / "transformer" / "config.json").read_text())
     assert config["patch_size"] == [1, 2, 2] and config["frame_position_dim"] == 32
     assert "frame_position.proj.weight" in shipped
     assert json.loads((model / "vae" / "config.json").read_text())["dim_mult"] == [1, 1, 1]  # the 4x VAE
-    for stage, same in (("dit4p2-pos3", True), ("dit4p2-pos2", False), ("dit4p2-pos", False), ("dit4p2-if", False), ("dit4p2-t2i", False),
-                        ("dit4-more", False), ("dit-more", False)):
-        trained = load_file(str(root / "runs" / f"demo-{stage}" / "model" / "transformer" / "diffusion_pytorch_model.safetensors"))
-        assert all(k in shipped and torch.equal(shipped[k], trained[k].half()) for k in trained) == same
+    def dit(stage):
+        return load_file(str(root / "runs" / f"demo-{stage}" / "model" / "transformer" / "diffusion_pytorch_model.safetensors"))
+
+    pos3, noise = dit("dit4p2-pos3"), dit("dit4p2-noise")
+    assert record["dit_mean_of"] == ["dit4p2-pos3", "dit4p2-noise"] and "DiT: the mean of" in text
+    assert shipped.keys() == pos3.keys() and not all(torch.equal(pos3[k], noise[k]) for k in pos3)
+    assert all(torch.equal(shipped[k], ((pos3[k].double() + noise[k].double()) / 2).float().half()) for k in pos3)
+    for stage in ("dit4p2-pos3", "dit4p2-noise", "dit4p2-pos2", "dit4p2-pos", "dit4p2-if", "dit4p2-t2i", "dit4-more",
+                  "dit-more"):
+        trained = dit(stage)
+        assert not all(k in shipped and torch.equal(shipped[k], trained[k].half()) for k in trained)
     assert "_name_or_path" not in json.loads((model / "vae" / "config.json").read_text())
     # the shipped VAE is vae4-decoder-polish's: vae4's encoder (the latents the DiT learned), a decoder trained on
     shipped_vae = load_file(str(model / "vae" / "diffusion_pytorch_model.safetensors"))

@@ -38,12 +38,15 @@ Stages, each a `videogen.train` run with a fixed seed into its own run folder un
    config started from dit4p2-pos's DiT (``model.dit_init``: a new optimizer and warm-up), to step
    ``--p2-pos2-steps`` (3773); ``dit4p2-pos3``, a new run of that config from dit4p2-pos2's DiT whose
    learning rate decays (cosine, to a tenth) over 3000 steps (``P2_POS3``), to step ``--p2-pos3-steps``
-   (3000, the end of the decay). Each stops there with ``train.stop_step``, its learning-rate schedule
-   spanning the config's ``max_steps``, as the time-budgeted runs they reproduce did; their seed is
-   ``--seed`` + 11 (11, the seed of those runs, by default);
+   (3000, the end of the decay); ``dit4p2-noise``, a new run of that config from dit4p2-pos3's DiT at 2e-4
+   on 12,000 clips with the training noise levels shifted by 3, as the sampler's (``P2_NOISE``), to step
+   ``--p2-noise-steps`` (600, the end of its decay). Each stops there with ``train.stop_step``, its
+   learning-rate schedule spanning the config's ``max_steps``, as the time-budgeted runs they reproduce did;
+   their seed is ``--seed`` + 11 (11, the seed of those runs, by default). The DiT weights of dit4p2-pos3
+   and dit4p2-noise are then averaged (``P2_MEAN``, into ``RUNS/demo-dit4p2-mean``);
 8. assembly: stage 4's model folder, or with ``--vae4`` stage 6's continuation with stage 5's decoder-trained
    VAE (``demo-vae4-decoder-polish``; EMA weights, diffusers layout, safetensors), or with ``--p2``
-   stage 7's, is copied into ``--assets`` (``assets/demo-model``) with a ``videogen.json`` of demo
+   stage 7's averaged DiT, is copied into ``--assets`` (``assets/demo-model``) with a ``videogen.json`` of demo
    defaults (frames, size, fps, steps, guidance, sampler, shift, frame conditioning, image-first
    sampling; with ``--p2`` the noise levels it guides at and the frames its first pass draws,
    ``P2_SAMPLING``), stored in float16 when float32 would exceed ``--max-mb``, and with the record of the
@@ -60,7 +63,7 @@ is accumulated per stage over all invocations in ``RUNS/train_demo.json``.
 
 Usage (from the repository root)::
 
-    python tools/train_demo.py --p2                              # the shipped model, ~18 h on a 2-core CPU
+    python tools/train_demo.py --p2                              # the shipped model, ~18.5 h on a 2-core CPU
     python tools/train_demo.py --vae4                            # the model shipped until session 15, ~9.5 h
     python tools/train_demo.py                                   # stages 1-4 alone, ~3 h
     python tools/train_demo.py --runs /tmp/r --assets /tmp/m --set train.max_steps=2 \\
@@ -89,7 +92,7 @@ from videogen.errors import InputError, ResourceError, VideogenError  # noqa: E4
 STAGES = ("vae-images", "vae", "dit", "dit-more")
 VAE4_STAGES = ("vae4-images", "vae4", "vae4-decoder", "vae4-decoder-more", "vae4-decoder-polish", "dit4",
                "dit4-more")  # with --vae4
-P2_STAGES = ("dit4p2-t2i", "dit4p2-if", "dit4p2-pos", "dit4p2-pos2", "dit4p2-pos3")  # with --p2
+P2_STAGES = ("dit4p2-t2i", "dit4p2-if", "dit4p2-pos", "dit4p2-pos2", "dit4p2-pos3", "dit4p2-noise")  # with --p2
 # Measured on the DiT after stage 3: swapping the colour word raised its loss by 16% at
 # sigma 0.9 and swapping the direction word by 1%: the text decides a clip at high noise, where the model
 # was weakest (loss 0.29 there vs 0.09 at sigma 0.6). Shift 2 moves the median training sigma from 0.5 to 0.67.
@@ -101,6 +104,12 @@ P2_POS3_STEPS = 3000  # the end of its decay (about 100 min of training on a 2-c
 # The last stage anneals: its learning rate falls from 5e-4 along a cosine that spans its 3000 steps, to 5e-5 at
 # the end. The runs before it kept the peak rate (max_steps 100000).
 P2_POS3 = ["train.max_steps=3000"]
+# Then 600 steps from it at 2e-4 (cosine to a tenth) on 12,000 clips, with training noise levels shifted as the
+# sampler's (3, not 2): this run places the object where its motion has room more often, but keeps squares
+# worse; the mean of its DiT and dit4p2-pos3's is shipped (docs/benchmarks.md, session 22).
+P2_NOISE_STEPS = 600
+P2_NOISE = ["train.max_steps=600", "optim.lr=2.0e-4", "data.shapes_samples=12000", "objective.shift=3.0"]
+P2_MEAN = ("dit4p2-pos3", "dit4p2-noise")  # the stages whose DiT weights are averaged into the shipped one
 # Guidance only at high noise, where the first frame's place and the clip's motion are decided: at low noise it
 # rounds the squares' corners (docs/benchmarks.md, session 19). The first frame is drawn with the next four
 # (image_first_frames), so that it leaves the object room to move as captioned (session 20).
@@ -334,6 +343,29 @@ def assemble(source: Path, target: Path, defaults: dict, *, max_mb: float, overw
     return {"weights_dtype": dtype, "float32_weight_mb": round(float32_bytes / 1e6, 2), "total_mb": round(total / 1e6, 2)}
 
 
+def average_dits(sources: list[Path], target: Path) -> None:
+    """A model folder at ``target``: ``sources[0]``'s, its DiT weights replaced by the mean of every source's
+    (float32, summed in float64). The sources are fine-tuned from one DiT, so their mean is a DiT too (a "model
+    soup", Wortsman et al. 2022)."""
+    from safetensors.torch import load_file, save_file
+
+    name = "transformer/diffusion_pytorch_model.safetensors"
+    weights = [load_file(str(source / name)) for source in sources]
+    if any(w.keys() != weights[0].keys() for w in weights):
+        raise InputError(f"{', '.join(map(str, sources))}: their DiTs do not have the same weights to average")
+    mean = {k: (sum(w[k].double() for w in weights) / len(weights)).float().contiguous() for k in weights[0]}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:  # the folder appears whole or not at all
+        shutil.copytree(sources[0], staging / "model")
+        save_file(mean, str(staging / "model" / name), metadata={"format": "pt"})
+        if target.exists():
+            shutil.rmtree(target)
+        (staging / "model").rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def _swap_vae(model: Path, vae: Path) -> None:
     """Put ``vae``'s weights in place of ``model/vae``'s, refusing a VAE that would code other latents than the
     DiT learned on."""
@@ -389,6 +421,8 @@ def write_training_record(target: Path, record: dict[str, StageRecord], facts: d
         f"Machine: {summary['machine']}; torch {summary['torch']}.",
         f"Weights: {facts['weights_dtype']} safetensors, {facts['total_mb']} MB in all "
         f"(float32 weights: {facts['float32_weight_mb']} MB).",
+        *([f"DiT: the mean of the weights of stages {', '.join(facts['dit_mean_of'])}."] if "dit_mean_of" in facts
+          else []),
         "",
         "| stage | config | steps | wall time | invocations | final loss | mean loss, last 10% | other logged terms |",
         "|---|---|---:|---:|---:|---:|---:|---|",
@@ -427,6 +461,7 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--p2-pos-steps", type=int, default=P2_POS_STEPS, help="the step stage dit4p2-pos stops at")
     p.add_argument("--p2-pos2-steps", type=int, default=P2_POS2_STEPS, help="the step stage dit4p2-pos2 stops at")
     p.add_argument("--p2-pos3-steps", type=int, default=P2_POS3_STEPS, help="the step stage dit4p2-pos3 stops at")
+    p.add_argument("--p2-noise-steps", type=int, default=P2_NOISE_STEPS, help="the step stage dit4p2-noise stops at")
     p.add_argument("--dit-more-steps", type=int, default=7000, help="the step stage dit-more continues the DiT to")
     p.add_argument("--dit4-more-steps", type=int, default=6000, help="the step stage dit4-more continues dit4 to")
     p.add_argument("--vae4-decoder-more-steps", type=int, default=8000,
@@ -492,22 +527,26 @@ def main(argv: list[str] | None = None) -> int:
             seed_p2 = [f"seed={args.seed + 11}"]
             wiring_p2 = [f"model.vae={base}", f"model.text_encoder={base}", f"data.cache_dir={runs / 'cache4'}",
                          "train.max_minutes=0"]
-            configs = (args.p2_t2i_config, args.p2_if_config) + (args.p2_pos_config,) * 3
-            steps = (args.p2_t2i_steps, args.p2_if_steps, args.p2_pos_steps, args.p2_pos2_steps, args.p2_pos3_steps)
-            extra = ([], [], [], [], P2_POS3)
+            configs = (args.p2_t2i_config, args.p2_if_config) + (args.p2_pos_config,) * 4
+            steps = (args.p2_t2i_steps, args.p2_if_steps, args.p2_pos_steps, args.p2_pos2_steps, args.p2_pos3_steps,
+                     args.p2_noise_steps)
+            extra = ([], [], [], [], P2_POS3, P2_NOISE)
             init = []  # each stage after the first starts from the DiT the one before it exported
             for name, config, end, more in zip(P2_STAGES, configs, steps, extra, strict=True):
                 cfg = run_stage(name, config, seed_p2 + wiring_p2 + init + more + args.set + args.set_dit
                                 + [f"train.stop_step={end}"], runs, record)
                 init = [f"model.dit_init={runs / f'demo-{name}' / 'model'}"]
+            average_dits([runs / f"demo-{name}" / "model" for name in P2_MEAN], runs / "demo-dit4p2-mean" / "model")
             vae = None  # the stage-7 DiT's folder holds the base folder's VAE already
-        shipped = "demo-dit4p2-pos3" if args.p2 else "demo-dit4-more" if args.vae4 else "demo-dit-more"
+        shipped = "demo-dit4p2-mean" if args.p2 else "demo-dit4-more" if args.vae4 else "demo-dit-more"
         shipped_record = {name: record[name] for name in STAGES + VAE4_STAGES + P2_STAGES  # in the order they run
                           if name in record and (args.vae4 or name not in VAE4_STAGES)
                           and (args.p2 or name not in P2_STAGES)}
         defaults = {**demo_defaults(cfg), **(P2_SAMPLING if args.p2 else {})}
         facts = assemble(runs / shipped / "model", args.assets, defaults, max_mb=args.max_mb,
                          overwrite=args.overwrite, vae=vae)
+        if args.p2:
+            facts["dit_mean_of"] = list(P2_MEAN)
         write_training_record(args.assets, shipped_record, facts, argv)
     except VideogenError as e:
         from videogen.train.trainer import TrainingInterrupted
