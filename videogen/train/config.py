@@ -100,7 +100,7 @@ class ObjectiveConfig:
     shift: float = 1.0  # timestep shift s' = shift s / (1 + (shift - 1) s) applied to sampled sigmas
     logit_mean: float = 0.0  # logit-normal location
     logit_std: float = 1.0  # logit-normal scale
-    p_image: float = 0.0  # probability a batch trains text-to-image: only its first latent frame, an image
+    p_image: float = 0.0  # probability a batch trains text-to-image: its first latent frame(s), given nothing
     # latent frames a text-to-image batch keeps, given nothing: 2 is the opening (5 frames) that image-first
     # sampling with image_first_frames 5 draws, the first frame with the motion after it in view
     image_latent_frames: int = 1
