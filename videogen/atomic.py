@@ -1,7 +1,10 @@
-"""Create a file atomically next to its target, refusing to replace an existing one unless asked.
+"""Atomic writes, the one idiom every output of videogen uses: a file or a folder appears whole or not at all.
 
-The writer reserves a uniquely named hidden temporary file in the target's folder (so the final rename stays on
-one file system), fills it, and publishes it onto the target only when it is complete; `VideoWriter` is the user.
+A file is written to a uniquely named hidden temporary file in the target's folder (so the final rename stays on
+one file system) and published onto the target only when it is complete (`write_atomic`; `VideoWriter` streams
+through `reserve_temp` and `publish`). A folder -- a model folder, a training checkpoint -- is filled in a hidden
+staging folder beside it and renamed into place (`staged_folder`). Without ``overwrite`` an existing target is
+refused before any work (`check_target`).
 """
 
 from __future__ import annotations
@@ -9,6 +12,10 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from videogen.errors import InputError
@@ -58,3 +65,37 @@ def publish(tmp: Path, path: Path, overwrite: bool) -> None:
         os.replace(tmp, path)
         return
     tmp.unlink()
+
+
+def write_atomic(path: Path, write: Callable[[Path], object], *, overwrite: bool = True) -> Path:
+    """Create (or, with overwrite, replace) ``path`` whole: ``write(tmp)`` fills a temporary file beside it."""
+    path = Path(path)
+    tmp = reserve_temp(path)
+    try:
+        write(tmp)
+        publish(tmp, path, overwrite)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+@contextmanager
+def staged_folder(folder: Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a hidden staging folder beside ``folder``; when the block ends without error it replaces ``folder``.
+
+    An existing ``folder`` is refused before any work unless ``overwrite``. On an error (or a kill) the
+    target is left as it was; the staging folder is removed (or, after a kill, left hidden as ``.NAME.*``).
+    """
+    folder = Path(folder)
+    if folder.exists() and not overwrite:
+        raise InputError(f"{folder} already exists (pass overwrite=True to replace it)")
+    if not folder.parent.is_dir():
+        raise InputError(f"folder {folder.parent} does not exist")
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        yield staging
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
