@@ -288,7 +288,7 @@ def test_probe_direction_ratio_is_one_only_for_a_dit_that_ignores_the_text():
 
 @pytest.mark.slow
 def test_probe_direction_trains_measures_and_writes_a_model(tmp_path, capsys):
-    from videogen.pipeline import VideoPipeline
+    from videogen import VideoPipeline
 
     tool = _tool("probe_direction")
     out = tmp_path / "probe"
@@ -438,7 +438,7 @@ PROMPTS = [  # (caption, seed): two seen pairs, two held-out pairs
 
 @needs_shipped
 def test_shipped_model_loads_from_the_default_location_with_demo_defaults():
-    from videogen.pipeline import VideoPipeline
+    from videogen import VideoPipeline
 
     pipe = VideoPipeline.from_pretrained(default_model_path(), device="cpu")
     d = pipe.defaults
@@ -449,7 +449,7 @@ def test_shipped_model_loads_from_the_default_location_with_demo_defaults():
 
 @pytest.fixture(scope="module")
 def shipped_pipe():
-    from videogen.pipeline import VideoPipeline
+    from videogen import VideoPipeline
 
     return VideoPipeline.from_pretrained(default_model_path(), device="cpu")
 

@@ -15,7 +15,8 @@ from videogen.cli import main
 from videogen.diffusion.flow import interpolate as flow_interpolate
 from videogen.diffusion.sampling import make_scheduler, sample
 from videogen.io import Video, read_video, write_video
-from videogen.tasks import bridge_clip, encode_frames, fit_frames
+from videogen.frames import fit_frames
+from videogen.tasks import bridge_clip
 
 PROMPT = "a red circle moving left on a black background"
 FAST = dict(window=9, height=32, width=32, num_steps=2, progress=False)
@@ -23,7 +24,7 @@ FAST = dict(window=9, height=32, width=32, num_steps=2, progress=False)
 
 @pytest.fixture(scope="module")
 def pipe(tiny_wan_folder):
-    from videogen.pipeline import VideoPipeline
+    from videogen import VideoPipeline
 
     return VideoPipeline.from_pretrained(tiny_wan_folder, device="cpu")
 
@@ -34,8 +35,8 @@ def recorded(pipe, monkeypatch):
     calls = []
     original = type(pipe).denoise
 
-    def denoise(self, request, noise, cond, uncond, **kw):
-        result = original(self, request, noise, cond, uncond, **kw)
+    def denoise(self, settings, noise, text, **kw):
+        result = original(self, settings, noise, text, **kw)
         calls.append(dict(known=kw["known"].clone(), clean=kw["clean"].clone(), method=kw["method"], result=result))
         return result
 
@@ -91,12 +92,12 @@ def test_method_follows_the_folder(pipe, monkeypatch):
 
 
 def _record_denoising(pipe, monkeypatch) -> list[dict]:
-    """A list that gets each sampling pass (`VideoPipeline.denoise`) as it runs: its noise, the ``known`` mask
+    """A list that gets each sampling pass (`Pipeline.denoise`) as it runs: its noise, the ``known`` mask
     and ``clean`` latents it was given, and its result."""
     calls, original = [], type(pipe).denoise
 
-    def denoise(self, request, noise, cond, uncond, **kw):
-        result = original(self, request, noise, cond, uncond, **kw)
+    def denoise(self, settings, noise, text, **kw):
+        result = original(self, settings, noise, text, **kw)
         calls.append(dict(noise=noise, known=kw.get("known"), clean=kw.get("clean"), result=result))
         return result
 
@@ -163,12 +164,12 @@ def test_image_first_can_draw_its_image_with_the_opening_frames(pipe, monkeypatc
 
 
 def _record_passes(pipe, monkeypatch, field: str) -> list:
-    """A list that gets ``field`` of each sampling pass's `Request` (`VideoPipeline.denoise`), as it runs."""
+    """A list that gets ``field`` of each sampling pass's `Settings` (`Pipeline.denoise`), as it runs."""
     seen, original = [], type(pipe).denoise
 
-    def denoise(self, request, noise, cond, uncond, **kw):
-        seen.append(getattr(request, field))
-        return original(self, request, noise, cond, uncond, **kw)
+    def denoise(self, settings, noise, text, **kw):
+        seen.append(getattr(settings, field))
+        return original(self, settings, noise, text, **kw)
 
     monkeypatch.setattr(type(pipe), "denoise", denoise)
     return seen
@@ -178,14 +179,14 @@ def test_image_first_guides_its_first_pass_with_its_own_scale(pipe, monkeypatch)
     settings = dict(num_frames=9, height=32, width=32, num_steps=2, seed=3, image_first=True, progress=False)
     monkeypatch.setattr(pipe.defaults, "frame_conditioning", True)
     scales, texts = _record_passes(pipe, monkeypatch, "guidance_scale"), []
-    original_encode = type(pipe)._encode_prompts
+    original_encode = type(pipe).encode_prompts
 
-    def encode(self, request):
-        cond, uncond = original_encode(self, request)
-        texts.append(uncond is not None)
-        return cond, uncond
+    def encode(self, prompt, settings):
+        text = original_encode(self, prompt, settings)
+        texts.append(text.uncond is not None)
+        return text
 
-    monkeypatch.setattr(type(pipe), "_encode_prompts", encode)
+    monkeypatch.setattr(type(pipe), "encode_prompts", encode)
     same = pipe.generate(PROMPT, guidance_scale=4.0, **settings)
     split = pipe.generate(PROMPT, guidance_scale=4.0, image_guidance_scale=2.0, **settings)
     assert scales == [4.0, 4.0, 2.0, 4.0]  # (first frame, clip) per call: the first pass alone takes its own
@@ -291,7 +292,7 @@ def test_extend_keeps_input_and_holds_context(pipe, recorded, method):
         assert torch.equal(call["result"][:, :, :2], call["clean"][:, :, :2])  # held exactly
         # each window is conditioned on the last 5 frames written before it
         end = 7 + 4 * w
-        expected = encode_frames(pipe, out.frames[end - 5:end])
+        expected = pipe.encode_frames(out.frames[end - 5:end])
         torch.testing.assert_close(call["clean"][:, :, :2], expected, rtol=0, atol=1e-5)
 
 
@@ -354,7 +355,7 @@ def test_interpolate_pastes_both_ends(pipe, recorded):
     assert torch.equal(call["result"][:, :, call["known"]], call["clean"][:, :, call["known"]])
     bridge = bridge_clip(start[-1:], end[:1], 13)
     assert np.array_equal(bridge[-4:], np.repeat(end[:1], 4, axis=0)) and np.array_equal(bridge[0], start[-1])
-    torch.testing.assert_close(call["clean"][:, :, [0, 3]], encode_frames(pipe, bridge)[:, :, [0, 3]])
+    torch.testing.assert_close(call["clean"][:, :, [0, 3]], pipe.encode_frames(bridge)[:, :, [0, 3]])
     from videogen.errors import InputError
 
     with pytest.raises(InputError, match="number of frames 12 is not 4k\\+1: use 9 or 13"):

@@ -213,7 +213,7 @@ def test_guidance_interval_guides_only_at_its_noise_levels():
         calls.clear()
         torch.testing.assert_close(velocity(x, t), expected)
         assert calls == ([2] if inside else [1])  # outside the interval the unconditional branch is not run
-    from videogen.diffusion.sampling import check_interval
+    from videogen.settings import check_interval
 
     assert check_interval([0.25, 1]) == (0.25, 1.0)
     for bad in ([0.5], [0.6, 0.4], [-0.1, 1.0], [0.0, 1.5], "ab", None):

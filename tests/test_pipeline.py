@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from videogen.errors import InputError, ModelError, ResourceError
-from videogen.pipeline import VideoPipeline
+from videogen import VideoPipeline
 
 PROMPT = "a red circle moving left on a black background"
 SMALL = dict(negative_prompt="blurry, static", num_frames=9, height=32, width=48)  # latents (1, 16, 3, 4, 6)
@@ -248,8 +248,8 @@ def test_impossible_request_is_refused_before_work(pipe, tmp_path):
 
 
 def test_memory_estimate_grows_with_the_request(pipe):
-    small = pipe.estimate_memory(pipe.make_request(PROMPT, **SMALL), keep_frames=False)
-    long = pipe.estimate_memory(pipe.make_request(PROMPT, **{**SMALL, "num_frames": 81}), keep_frames=True)
+    small = pipe.estimate_memory(pipe.settings(**SMALL), keep_frames=False)
+    long = pipe.estimate_memory(pipe.settings(**{**SMALL, "num_frames": 81}), keep_frames=True)
     assert 0 < small.peak <= long.peak < 2**30  # text encoding (512 tokens) can dominate both
     assert long.denoise > small.denoise and long.decode > small.decode
 
@@ -273,7 +273,7 @@ def test_loading_a_diffusers_folder_imports_none_of_diffusers_model_classes(tiny
 
     code = (
         "import sys, json\n"
-        "from videogen.pipeline import VideoPipeline\n"
+        "from videogen import VideoPipeline\n"
         f"pipe = VideoPipeline.from_pretrained({str(tiny_wan_folder)!r}, device='cpu')\n"
         "heavy = [m for m in sys.modules if m.startswith(('diffusers.models.autoencoders.', "
         "'diffusers.models.transformers.'))]\n"

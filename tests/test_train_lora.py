@@ -8,7 +8,8 @@ from safetensors.torch import load_file, save_file
 from videogen.errors import InputError, ModelError
 from videogen.models.dit import VideoDiT
 from videogen.train.config import LoRAConfig
-from videogen.train.lora import add_lora, apply_lora, parse_lora_arg, save_lora
+from videogen.models.lora import merge_lora, parse_lora_arg
+from videogen.train.lora import add_lora, save_lora
 
 
 def _inputs(folder):
@@ -74,15 +75,15 @@ def test_diffusers_wan_pipeline_loads_it_with_the_same_outputs(tiny_wan_folder, 
     torch.testing.assert_close(theirs, expected, atol=1e-5, rtol=1e-4)  # alpha / r honoured
 
 
-def test_apply_lora_merges_with_scale(tiny_wan_folder, lora_file):
+def test_merge_lora_merges_with_scale(tiny_wan_folder, lora_file):
     path, expected, names = lora_file
     x, t, text = _inputs(tiny_wan_folder)
     dit = VideoDiT.from_pretrained(tiny_wan_folder / "transformer")
     with torch.no_grad():
         base = dit(x, t, text)
-        assert apply_lora(dit, path, scale=1.0) == len(names)
+        assert merge_lora(dit, path, scale=1.0) == len(names)
         torch.testing.assert_close(dit(x, t, text), expected, atol=1e-5, rtol=1e-4)
-        apply_lora(dit, path, scale=-0.5)  # half of it back out: halfway between base and full
+        merge_lora(dit, path, scale=-0.5)  # half of it back out: halfway between base and full
         half = dit(x, t, text)
     full_delta, half_delta = (expected - base).abs().mean(), (half - base).abs().mean()
     assert 0.4 < (half_delta / full_delta).item() < 0.6
@@ -93,27 +94,27 @@ def test_lora_arg_and_bad_files(tiny_wan_folder, lora_file, tmp_path):
     assert parse_lora_arg("style.safetensors")[1] == 1.0
     dit = VideoDiT.from_pretrained(tiny_wan_folder / "transformer")
     with pytest.raises(InputError, match="no such LoRA file"):
-        apply_lora(dit, tmp_path / "missing.safetensors")
+        merge_lora(dit, tmp_path / "missing.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(InputError, match="not a safetensors"):
-        apply_lora(dit, tmp_path / "junk.safetensors")
+        merge_lora(dit, tmp_path / "junk.safetensors")
     save_file({"blocks.0.attn1.to_q.weight": torch.zeros(16, 16)}, str(tmp_path / "full.safetensors"))
     with pytest.raises(ModelError, match="not a diffusers/PEFT LoRA"):
-        apply_lora(dit, tmp_path / "full.safetensors")
+        merge_lora(dit, tmp_path / "full.safetensors")
     weights = load_file(str(lora_file[0]))
     key = next(k for k in weights if k.endswith("lora_A.weight"))
     weights[key] = torch.zeros(4, 99)
     save_file(weights, str(tmp_path / "other.safetensors"))
     with pytest.raises(ModelError, match="another model size"):
-        apply_lora(dit, tmp_path / "other.safetensors")
+        merge_lora(dit, tmp_path / "other.safetensors")
 
 
-def test_apply_lora_to_a_pipeline(tiny_wan_folder, lora_file):
-    from videogen import pipeline
+def test_merge_lora_into_a_pipeline(tiny_wan_folder, lora_file):
+    from videogen import VideoPipeline
 
     path, expected, names = lora_file
-    pipe = pipeline.VideoPipeline.from_pretrained(tiny_wan_folder, device="cpu")
-    assert apply_lora(pipe, path, 1.0) == len(names)
+    pipe = VideoPipeline.from_pretrained(tiny_wan_folder, device="cpu")
+    assert merge_lora(pipe, path, 1.0) == len(names)
     x, t, text = _inputs(tiny_wan_folder)
     with torch.no_grad():
         torch.testing.assert_close(pipe.transformer(x, t, text), expected, atol=1e-5, rtol=1e-4)
@@ -163,7 +164,7 @@ def test_a_lora_run_without_a_model_adapts_the_bundled_one(tiny_wan_folder, tmp_
 
     import videogen.bundled
     from train_helpers import tiny_config
-    from videogen.train.models import load_components
+    from videogen.train.components import load_components
 
     monkeypatch.setattr(videogen.bundled, "_package_folder", lambda: tmp_path / "videogen")
     with pytest.raises(ModelError, match="no bundled demo model"):

@@ -49,7 +49,7 @@ def test_dit_loss_goes_down(tiny_wan_folder, data, tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
     assert len(rows) == 16 and result.step == 16 and float(rows[-1]["samples_per_s"]) > 0
     # the folder declares what the objective trained: the Wan folder declared nothing, now known frames
-    from videogen.pipeline import VideoPipeline
+    from videogen import VideoPipeline
 
     defaults = VideoPipeline.from_pretrained(tmp_path / "run" / "model", device="cpu").defaults
     assert defaults.frame_conditioning and not defaults.image_first
@@ -62,7 +62,7 @@ def test_dit_loss_goes_down(tiny_wan_folder, data, tmp_path):
     ({"p_image": 0.3, "p_first": 0.6}, {"frame_conditioning": True, "image_first": True}),
 ])
 def test_exported_folders_declare_the_sampling_the_objective_trained(objective, expected):
-    from videogen.train.models import trained_sampling
+    from videogen.train.export import trained_sampling
 
     assert trained_sampling(tiny_config(task="dit", objective=objective)) == expected
     assert trained_sampling(tiny_config(task="vae", objective=objective)) == {}
@@ -323,7 +323,7 @@ def test_compiled_run_trains_like_the_eager_one(tiny_wan_folder, data, tmp_path)
 
 
 def test_demo_recipe_from_scratch_on_shapes_gives_a_loadable_model(tiny_wan_folder, tmp_path):
-    from videogen import pipeline
+    from videogen import VideoPipeline
 
     cfg = tiny_config(model={"vae": str(tiny_wan_folder), "train_text_encoder": True},
                       data={"kind": "shapes", "shapes_samples": 4, "shapes_size": 32},
@@ -333,7 +333,7 @@ def test_demo_recipe_from_scratch_on_shapes_gives_a_loadable_model(tiny_wan_fold
     run = tmp_path / "run"
     Trainer(cfg, run, show_progress=False).run()
     assert probe_video(run / "validation" / "step-0000002-0.mp4").frames == 9
-    pipe = pipeline.VideoPipeline.from_pretrained(run / "model")
+    pipe = VideoPipeline.from_pretrained(run / "model")
     video = pipe.generate("a blue square moving up on a white background", num_frames=5, height=32, width=32,
                           num_steps=2, seed=0, progress=False)
     assert video.frames.shape == (5, 32, 32, 3)
@@ -342,7 +342,7 @@ def test_demo_recipe_from_scratch_on_shapes_gives_a_loadable_model(tiny_wan_fold
 def test_a_4x_vae_and_a_4x4_patch_dit_from_scratch_make_a_working_model(tmp_path):
     # the demo recipe's shapes: a VAE with two downsampling stages (64x64 -> 16x16 latents) and a DiT whose
     # tokens are 4x4 latent pixels, so a token still covers 16x16 pixels, as with Wan2.1's 8x and 2x2
-    from videogen import pipeline
+    from videogen import VideoPipeline
     from videogen.errors import InputError
     from videogen.models.vae import CausalVideoVAE
 
@@ -361,30 +361,30 @@ def test_a_4x_vae_and_a_4x4_patch_dit_from_scratch_make_a_working_model(tmp_path
                           train={"max_steps": 1, "batch_size": 2}, validation={"prompts": []})
     dit_cfg.model.dit.patch_size = [1, 4, 4]
     Trainer(dit_cfg, tmp_path / "dit", show_progress=False).run()
-    pipe = pipeline.VideoPipeline.from_pretrained(tmp_path / "dit" / "model")
-    assert tuple(pipe.transformer.config.patch_size) == (1, 4, 4) and pipe.size_multiple == 16
+    pipe = VideoPipeline.from_pretrained(tmp_path / "dit" / "model")
+    assert tuple(pipe.transformer.config.patch_size) == (1, 4, 4) and pipe.geometry.pixel_multiple == 16
     video = pipe.generate("a blue square moving up on a white background", num_frames=5, height=32, width=48,
                           num_steps=2, seed=0, progress=False)
     assert video.frames.shape == (5, 32, 48, 3)
     with pytest.raises(InputError, match="multiple of 16"):
-        pipe.make_request("x", height=40)
+        pipe.settings(height=40)
 
 
 def test_a_config_gives_a_new_dit_frame_positions():
-    from videogen.train.models import _dit
+    from videogen.train.components import build_dit
 
     cfg = tiny_config()
     cfg.model.dit.frame_position_dim = 8
-    dit = _dit(cfg, latent_channels=4, text_dim=16)
+    dit = build_dit(cfg, latent_channels=4, text_dim=16)
     assert dit.config.frame_position_dim == 8 and dit.frame_position.proj.in_features == 8
     assert dit.frame_position.proj.weight.abs().sum() == 0  # zero at the start
-    assert _dit(tiny_config(), latent_channels=4, text_dim=16).frame_position is None  # Wan2.1's layout by default
+    assert build_dit(tiny_config(), latent_channels=4, text_dim=16).frame_position is None  # Wan2.1's layout by default
 
 
 def test_warm_start_moves_a_dit_to_new_patches_keeping_its_blocks():
     from videogen.errors import ModelError
     from videogen.models.dit import VideoDiT
-    from videogen.train.models import warm_start
+    from videogen.train.components import warm_start
 
     arch = dict(num_layers=2, num_attention_heads=2, attention_head_dim=8, ffn_dim=32, freq_dim=16, text_dim=16,
                 in_channels=4, out_channels=4)

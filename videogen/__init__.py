@@ -17,7 +17,9 @@ _LAZY = {
     "VideogenError": "videogen.errors",
     "CausalVideoVAE": "videogen.models.vae",
     "VideoDiT": "videogen.models.dit",
-    "VideoPipeline": "videogen.pipeline",
+    "VideoPipeline": "videogen.tasks",
+    "Pipeline": "videogen.pipeline",
+    "Settings": "videogen.settings",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from itertools import islice
@@ -37,7 +38,8 @@ from videogen.atomic import check_target, publish, reserve_temp
 from videogen.errors import InputError, ResourceError
 
 __all__ = [
-    "Video", "VideoInfo", "VideoFileError", "VideoWriter", "read_video", "iter_frames", "write_video", "probe_video"
+    "Video", "VideoInfo", "VideoFileError", "VideoWriter", "read_video", "iter_frames", "write_video", "probe_video",
+    "FrameCollector", "FileSink", "frame_sink",
 ]
 
 
@@ -674,6 +676,46 @@ def write_video(
     with VideoWriter(path, fps, crf=crf, overwrite=overwrite) as writer:
         writer.write(frames)
     return writer.path
+
+
+# -------------------------------------------------------------------------------------------- sinks
+
+
+class FrameCollector:
+    """The in-memory counterpart of `VideoWriter`: keeps the chunks written to it; the result is a `Video`."""
+
+    def __init__(self, fps: float):
+        self.fps, self.chunks = fps, []
+
+    def write(self, frames: np.ndarray) -> None:
+        self.chunks.append(frames)
+
+    def result(self) -> Video:
+        return Video(frames=np.concatenate(self.chunks), fps=self.fps)
+
+
+class FileSink:
+    """Chunks streamed into a `VideoWriter`; the result is the written file's path."""
+
+    def __init__(self, writer: VideoWriter, path: Path):
+        self.writer, self.path = writer, path
+
+    def write(self, frames: np.ndarray) -> None:
+        self.writer.write(frames)
+
+    def result(self) -> Path:
+        return self.path
+
+
+@contextmanager
+def frame_sink(output: str | os.PathLike | None, fps: float, overwrite: bool = False):
+    """Where generated chunks go: a streaming `VideoWriter` into ``output`` (atomic: nothing is left if the
+    block fails), or with no output a `FrameCollector` for an in-memory `Video`. ``sink.result()`` after."""
+    if output is None:
+        yield FrameCollector(fps)
+        return
+    with VideoWriter(output, fps, overwrite=overwrite) as writer:
+        yield FileSink(writer, Path(output))
 
 
 # ----------------------------------------------------------------------------------- encoding helpers

@@ -1,14 +1,17 @@
-"""Extend, interpolate and animate existing videos: one mechanism, known latent frames held clean.
+"""The tasks -- generate, image-first, extend, interpolate -- over the pipeline's public steps, and `VideoPipeline`.
 
-Every task is text-to-video with some latent frames known in advance (DESIGN.md, "Tasks differ only in which
-latent frames are held known"): the known pixel frames are encoded by the causal VAE, and the sampler holds
-those latent frames at their clean values while it denoises the rest (`videogen.diffusion.sampling.sample`,
-through `VideoPipeline.denoise`). What differs between tasks is only the mask over latent frames:
+    generate                  known = [0 0 0 0 0]   text-to-video
+    image-first               known = [1 0 0 0 0]   the first latent frame sampled alone, then the clip from it
+
+Every task is text-to-video with some latent frames known in advance: the known pixel frames are encoded by the
+causal VAE (`Pipeline.encode_frames`), and the sampler holds those latent frames at their clean values while it
+denoises the rest (`Pipeline.denoise`, `videogen.diffusion.sampling.sample`). What differs between tasks is only
+the mask over latent frames:
 
     extend / image-to-video   known = [1 1 0 0 0]   the first 1 + k latent frames: the last 1 + 4k input frames
     interpolate               known = [1 0 0 0 1]   START's frame, and END's frame as the last latent frame
 
-How the frames are held is the model folder's choice (`VideoPipeline.frame_method`): at timestep 0 for a
+How the frames are held is the model folder's choice (`Pipeline.frame_method`): at timestep 0 for a
 model trained with frame conditioning, or the training-free "replace" method for one that was not.
 
 Latent alignment with the causal VAE (4x in time, the first frame on its own): a context of ``1 + 4k`` pixel
@@ -29,12 +32,14 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from einops import rearrange
 
+from videogen.atomic import check_target
+from videogen.diffusion.sampling import StepCallback
 from videogen.errors import InputError
-from videogen.memory import check_fits
-from videogen.pipeline import Request, _sink, check_output
+from videogen.frames import fit_frames, fit_notice
+from videogen.io import Video, frame_sink, iter_frames, probe_video
+from videogen.pipeline import Pipeline, TextStates
+from videogen.settings import Settings
 
 CHUNK = 16  # frames read, fitted and written at a time
 Notify = Callable[[str], None]
@@ -60,8 +65,6 @@ def open_source(source, what: str) -> FrameSource:
 
     A missing, empty, corrupt or non-video file raises `videogen.io.VideoFileError` here, before any work.
     """
-    from videogen.io import Video, iter_frames, probe_video
-
     if isinstance(source, FrameSource):
         return source
     if isinstance(source, (str, Path)):
@@ -100,41 +103,6 @@ def last_frame(source: FrameSource) -> np.ndarray:
 # ------------------------------------------------------------------------------------ frame fitting
 
 
-def crop_box(height: int, width: int, target_h: int, target_w: int) -> tuple[int, int, int, int]:
-    """The centred ``(top, left, h, w)`` crop of a ``height x width`` frame with the target's aspect ratio."""
-    if width * target_h > height * target_w:  # too wide: crop the sides
-        w = max(1, round(height * target_w / target_h))
-        return 0, (width - w) // 2, height, w
-    h = max(1, round(width * target_h / target_w))
-    return (height - h) // 2, 0, h, width
-
-
-def fit_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-    """uint8 frames (t, h, w, 3) centre-cropped to the target's aspect ratio and resized to (t, H, W, 3).
-
-    Frames already of the target size come back unchanged (the same pixels, byte for byte). Resizing is
-    bicubic with antialiasing, so shrinking does not alias.
-    """
-    if frames.shape[1:3] == (height, width):
-        return frames
-    top, left, h, w = crop_box(frames.shape[1], frames.shape[2], height, width)
-    x = torch.from_numpy(np.ascontiguousarray(frames[:, top:top + h, left:left + w]))
-    x = rearrange(x, "t h w c -> t c h w").float()  # (t, 3, h, w)
-    if (h, w) != (height, width):
-        x = F.interpolate(x, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
-    return rearrange(x.round().clamp(0, 255).to(torch.uint8), "t c h w -> t h w c").numpy()  # (t, H, W, 3)
-
-
-def fit_notice(name: str, size: tuple[int, int], height: int, width: int) -> str | None:
-    """One line saying how an input was fitted to the model's frame size, or None when it already fits."""
-    h, w = size
-    if (h, w) == (height, width):
-        return None
-    _, _, ch, cw = crop_box(h, w, height, width)
-    crop = "" if (ch, cw) == (h, w) else f" centre-cropped to {cw}x{ch} and"
-    return f"{name}: {w}x{h} frames{crop} resized to {width}x{height} to fit the model"
-
-
 def _fitted(source: FrameSource, height: int, width: int, notify: Notify | None) -> Iterator[np.ndarray]:
     """The source's chunks fitted to (height, width); the first chunk reports the fit."""
     for i, chunk in enumerate(source.chunks()):
@@ -146,35 +114,6 @@ def _fitted(source: FrameSource, height: int, width: int, notify: Notify | None)
 
 
 # ------------------------------------------------------------------------------------------ latents
-
-
-def to_pixels(frames: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 frames (t, H, W, 3) -> float pixels (1, 3, t, H, W) in [-1, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).to(device).float() / 127.5 - 1.0
-    return rearrange(x, "t h w c -> 1 c t h w")  # (1, 3, t, H, W)
-
-
-def encode_frames(pipe, frames: np.ndarray) -> torch.Tensor:
-    """uint8 frames (1 + 4k, H, W, 3) -> normalized latents (1, C, 1 + k, H/8, W/8), as the DiT sees them.
-
-    The posterior's mean, not a sample: the known frames should be the input, not a noisy reading of it.
-    """
-    with pipe._on_device(pipe.vae):
-        z = pipe.vae.encode(to_pixels(frames, pipe.device).to(pipe.vae.dtype)).mode()  # (1, C, 1 + k, H', W')
-        return pipe.vae.normalize(z).float()
-
-
-def known_window(pipe, shape: tuple[int, ...], known_latents: dict[int, torch.Tensor]):
-    """The ``known`` mask (T',) and ``clean`` latents (1, C, T', H', W') of one window.
-
-    known_latents: latent frame index -> normalized latents (1, C, t', H', W') starting at that index.
-    """
-    clean = torch.zeros(shape, device=pipe.device)  # (1, C, T', H', W')
-    known = torch.zeros(shape[2], dtype=torch.bool, device=pipe.device)  # (T',)
-    for index, z in known_latents.items():
-        clean[:, :, index:index + z.shape[2]] = z
-        known[index:index + z.shape[2]] = True
-    return known, clean
 
 
 def context_frames(available: int, wanted: int, temporal: int = 4) -> int:
@@ -207,12 +146,11 @@ def check_context(context, window: int, temporal: int = 4) -> int:
 
 @dataclass
 class _Run:
-    """What every window of a task shares: the request, the text states, the method and the noise source."""
+    """What every sampling window of a task shares: the settings, the text states, the method, the noise."""
 
-    pipe: object
-    request: Request
-    cond: torch.Tensor
-    uncond: torch.Tensor | None
+    pipe: Pipeline
+    settings: Settings
+    text: TextStates
     method: str
     generator: torch.Generator
     attention: str | None
@@ -220,31 +158,88 @@ class _Run:
 
     def sample(self, known_latents: dict[int, torch.Tensor]) -> torch.Tensor:
         """One window's latents (1, C, T', H', W'), the given latent frames held clean."""
-        r, pipe = self.request, self.pipe
-        shape = pipe.latent_shape(r.num_frames, r.height, r.width)
+        s, pipe = self.settings, self.pipe
+        shape = pipe.latent_shape(s.num_frames, s.height, s.width)
         noise = torch.randn(shape, generator=self.generator, dtype=torch.float32).to(pipe.device)
-        known, clean = known_window(pipe, shape, known_latents)
-        return pipe.denoise(r, noise, self.cond, self.uncond, known=known, clean=clean, method=self.method,
+        known, clean = pipe.known_window(shape, known_latents)
+        return pipe.denoise(s, noise, self.text, known=known, clean=clean, method=self.method,
                             attention=self.attention, progress=self.progress)
 
+    def decode(self, latents: torch.Tensor) -> Iterator[np.ndarray]:
+        return self.pipe.decode_frames(latents, progress=self.progress, total=self.settings.num_frames)
 
-def _start(pipe, prompt: str, *, num_frames, fps, method, attention, progress, output, overwrite,
-           **settings) -> tuple[_Run, Path | None]:
-    """Validate a task's settings, check memory, encode the prompt: everything before the first window."""
-    from videogen.pipeline import _attention_backend
 
-    request = pipe.make_request(prompt, num_frames=num_frames, fps=fps, **settings)
-    output = check_output(output, overwrite)
+def check_run(pipe: Pipeline, settings: Settings, *, output, overwrite: bool, attention: str | None) -> Path | None:
+    """Refuse, before any work, an output that would fail or destroy something, an unknown attention backend,
+    and a run that cannot fit in the device's memory. Returns the output path (None: in memory)."""
+    from videogen.models.attention import backend_name
+
+    output = None if output is None else Path(output)
+    if output is not None:
+        check_target(output, overwrite)
+    if attention is not None:
+        backend_name(attention)
+    pipe.check_memory(settings, keep_frames=output is None)
+    return output
+
+
+def _start(pipe: Pipeline, prompt: str, *, method, attention, progress, output, overwrite,
+           **overrides) -> tuple[_Run, Path | None]:
+    """Validate a task's settings, check the output and memory, encode the prompt: all before the first window."""
+    settings = pipe.settings(**overrides)
+    output = check_run(pipe, settings, output=output, overwrite=overwrite, attention=attention)
     method = pipe.frame_method(method)
-    _attention_backend(attention)  # an unknown backend fails here, before any work
-    check_fits(pipe.estimate_memory(request, keep_frames=output is None), pipe.device,
-               resident=pipe._resident_bytes())
-    cond, uncond = pipe._encode_prompts(request)
-    generator = torch.Generator("cpu").manual_seed(request.seed)
-    return _Run(pipe, request, cond, uncond, method, generator, attention, progress), output
+    text = pipe.encode_prompts(prompt, settings)
+    generator = torch.Generator("cpu").manual_seed(settings.seed)
+    return _Run(pipe, settings, text, method, generator, attention, progress), output
 
 
-def _size(pipe, height: int | None, width: int | None) -> tuple[int, int]:
+# ----------------------------------------------------------------------------------------- generate
+
+
+@torch.no_grad()
+def generate(pipe: Pipeline, prompt: str, *, latents: torch.Tensor | None = None,
+             callback: StepCallback | None = None, output: str | Path | None = None, overwrite: bool = False,
+             attention: str | None = None, progress: bool = True, **overrides):
+    """A clip from a prompt; see `VideoPipeline.generate`."""
+    settings = pipe.settings(**overrides)
+    output = check_run(pipe, settings, output=output, overwrite=overwrite, attention=attention)
+    noise = pipe.initial_noise(settings, latents)
+    with frame_sink(output, settings.fps, overwrite) as sink:
+        text = pipe.encode_prompts(prompt, settings)
+        denoise = denoise_image_first if settings.image_first and noise.shape[2] > 1 else _denoise_plain
+        clean = denoise(pipe, settings, noise, text, callback=callback, attention=attention, progress=progress)
+        for frames in pipe.decode_frames(clean, progress=progress, total=settings.num_frames):
+            sink.write(frames)
+    return sink.result()
+
+
+def _denoise_plain(pipe: Pipeline, settings: Settings, noise: torch.Tensor, text: TextStates, **options):
+    return pipe.denoise(settings, noise, text, **options)
+
+
+def denoise_image_first(pipe: Pipeline, settings: Settings, noise: torch.Tensor, text: TextStates, *,
+                        callback: StepCallback | None = None, attention: str | None = None,
+                        progress: bool = False) -> torch.Tensor:
+    """Text-to-video in two passes, as Emu Video factorises it (Girdhar et al. 2023): the first latent frame
+    (under the causal VAE it codes the first frame by itself, so it is an image), then the whole clip with
+    that frame held known. The first pass decides what is shown, the second how it moves; a small DiT learns
+    to keep an object's look across frames far sooner from a given frame than from text alone. For models
+    trained on both (``objective.p_image`` and ``p_first``). Same noise as plain sampling: frame 0's for the
+    image, the rest for the clip.
+
+    ``settings.image_first_frames`` > 1: the first pass samples the clip's opening (that many frames, at most
+    the clip) and keeps only its first latent frame, so the image is drawn with the motion that follows it in
+    view -- where an object starts depends on where it goes.
+    """
+    options = dict(callback=callback, attention=attention, progress=progress)
+    opening = pipe.geometry.latent_frames(settings.image_first_frames)
+    image = pipe.denoise(settings.first_pass(), noise[:, :, :opening], text, **options)[:, :, :1]  # (1, C, 1, H', W')
+    known, clean = pipe.known_window(noise.shape, {0: image})  # the mask and latents extend holds
+    return pipe.denoise(settings, noise, text, known=known, clean=clean, method=pipe.frame_method(), **options)
+
+
+def _size(pipe: Pipeline, height: int | None, width: int | None) -> tuple[int, int]:
     return height or pipe.defaults.height, width or pipe.defaults.width
 
 
@@ -253,7 +248,7 @@ def _size(pipe, height: int | None, width: int | None) -> tuple[int, int]:
 
 @torch.no_grad()
 def extend(
-    pipe,
+    pipe: Pipeline,
     video,
     prompt: str,
     num_new_frames: int | None = None,
@@ -269,7 +264,7 @@ def extend(
     attention: str | None = None,
     progress: bool = True,
     notify: Notify | None = None,
-    **settings,
+    **overrides,
 ):
     """The input's frames followed by ``num_new_frames`` new frames that continue them.
 
@@ -280,22 +275,22 @@ def extend(
     shorter). window: frames per sampling window, ``4k + 1`` (default: the model folder's). height/width:
     the output size (default: the folder's); inputs are centre-cropped and resized to it, and ``notify``
     is told so. fps: default the input's (the folder's for an image). method: "timestep" or "replace"
-    (default: what the folder declares). settings: `VideoPipeline.generate`'s negative_prompt, num_steps,
-    guidance_scale, guidance_interval, shift, sampler and seed.
+    (default: what the folder declares). overrides: other `videogen.settings.Settings` fields (negative_prompt,
+    num_steps, guidance_scale, guidance_interval, shift, sampler, seed...).
 
     Returns a `videogen.io.Video`, or with ``output`` the `Path` of the file the frames streamed into.
     """
     source = open_source(video, "input video")
     height, width = _size(pipe, height, width)
     window = window or pipe.defaults.num_frames
-    temporal = pipe.vae.temporal_compression
+    temporal = pipe.geometry.temporal
     wanted = check_context(context if context is not None else default_context(window, temporal), window, temporal)
     run, output = _start(pipe, prompt, num_frames=window, height=height, width=width, fps=fps or source.fps,
                          method=method, attention=attention, progress=progress, output=output,
-                         overwrite=overwrite, **settings)
+                         overwrite=overwrite, **overrides)
     if num_new_frames is not None:
         check_new_frames(num_new_frames)
-    with _sink(output, run.request.fps, overwrite) as sink:
+    with frame_sink(output, run.settings.fps, overwrite) as sink:
         tail = _copy_input(_fitted(source, height, width, notify), sink, wanted)
         if num_new_frames is None:  # one window's worth after the context the input can give
             num_new_frames = window - context_frames(len(tail), wanted, temporal)
@@ -327,11 +322,11 @@ def extension_frames(run: _Run, tail: np.ndarray, num_new: int, context: int) ->
     tail: uint8 (t, H, W, 3), the frames so far (at least the last ``context``). Yields uint8 chunks,
     ``num_new`` frames in all; only the tail and one window are held at any time.
     """
-    temporal = run.pipe.vae.temporal_compression
+    temporal = run.pipe.geometry.temporal
     produced = 0
     while produced < num_new:
         k = context_frames(len(tail), context, temporal)  # 1 + 4k frames encode to 1 + k latent frames
-        latents = run.sample({0: encode_frames(run.pipe, tail[-k:])})  # (1, C, T', H', W')
+        latents = run.sample({0: run.pipe.encode_frames(tail[-k:])})  # (1, C, T', H', W')
         for chunk in _new_frames(run, latents, skip=k, limit=num_new - produced):
             produced += len(chunk)
             tail = np.concatenate([tail, chunk])[-context:]
@@ -341,7 +336,7 @@ def extension_frames(run: _Run, tail: np.ndarray, num_new: int, context: int) ->
 def _new_frames(run: _Run, latents: torch.Tensor, *, skip: int, limit: int) -> Iterator[np.ndarray]:
     """Decode a window, dropping its first ``skip`` frames (the context again) and all after ``limit``."""
     seen = 0
-    for chunk in run.pipe.decode_frames(latents, progress=run.progress, total=run.request.num_frames):
+    for chunk in run.decode(latents):
         start, seen = seen, seen + len(chunk)
         chunk = chunk[max(0, skip - start):]
         chunk = chunk[:max(0, limit)]
@@ -355,7 +350,7 @@ def _new_frames(run: _Run, latents: torch.Tensor, *, skip: int, limit: int) -> I
 
 @torch.no_grad()
 def interpolate(
-    pipe,
+    pipe: Pipeline,
     start,
     end,
     prompt: str,
@@ -370,7 +365,7 @@ def interpolate(
     attention: str | None = None,
     progress: bool = True,
     notify: Notify | None = None,
-    **settings,
+    **overrides,
 ):
     """``num_frames`` frames that begin on START's last frame and end on END's first, moving between.
 
@@ -381,17 +376,17 @@ def interpolate(
     first_source, last_source = open_source(start, "start"), open_source(end, "end")
     height, width = _size(pipe, height, width)
     num_frames = num_frames or pipe.defaults.num_frames
-    temporal = pipe.vae.temporal_compression
+    temporal = pipe.geometry.temporal
     if isinstance(num_frames, (int, np.integer)) and not isinstance(num_frames, bool) and 0 < num_frames <= temporal:
         raise InputError(f"interpolation needs at least {temporal + 1} frames, got {num_frames}")
     run, output = _start(pipe, prompt, num_frames=num_frames, height=height, width=width,
                          fps=fps or first_source.fps, method=method, attention=attention, progress=progress,
-                         output=output, overwrite=overwrite, **settings)
+                         output=output, overwrite=overwrite, **overrides)
     a = fit_frames(_report(last_frame(first_source), first_source.name, height, width, notify), height, width)
     b = fit_frames(_report(first_frame(last_source), last_source.name, height, width, notify), height, width)
-    latent = encode_frames(pipe, bridge_clip(a, b, run.request.num_frames, temporal))  # (1, C, T', H', W')
+    latent = pipe.encode_frames(bridge_clip(a, b, run.settings.num_frames, temporal))  # (1, C, T', H', W')
     latents = run.sample({0: latent[:, :, :1], latent.shape[2] - 1: latent[:, :, -1:]})
-    with _sink(output, run.request.fps, overwrite) as sink:
+    with frame_sink(output, run.settings.fps, overwrite) as sink:
         for chunk in _pasted(run, latents, a, b):
             sink.write(chunk)
     return sink.result()
@@ -421,8 +416,8 @@ def bridge_clip(a: np.ndarray, b: np.ndarray, num_frames: int, temporal: int = 4
 
 def _pasted(run: _Run, latents: torch.Tensor, a: np.ndarray, b: np.ndarray) -> Iterator[np.ndarray]:
     """Decoded frames with the given first and last frames pasted in exactly."""
-    total, seen = run.request.num_frames, 0
-    for chunk in run.pipe.decode_frames(latents, progress=run.progress, total=total):
+    total, seen = run.settings.num_frames, 0
+    for chunk in run.decode(latents):
         chunk = chunk.copy()
         if seen == 0:
             chunk[0] = a[0]
@@ -431,3 +426,46 @@ def _pasted(run: _Run, latents: torch.Tensor, a: np.ndarray, b: np.ndarray) -> I
             chunk[-1] = b[0]
         yield chunk
 
+
+
+# ------------------------------------------------------------------------------------ the user's object
+
+
+class VideoPipeline(Pipeline):
+    """A loaded model with its tasks: ``VideoPipeline.from_pretrained(folder).generate("a red circle ...")``.
+
+    Every task takes the settings of `videogen.settings.Settings` as keyword overrides of the folder's
+    defaults (``num_frames=17, num_steps=4, guidance_scale=5.0, seed=7``...); ``None`` keeps a default.
+    """
+
+    def generate(self, prompt: str, *, latents: torch.Tensor | None = None, callback: StepCallback | None = None,
+                 output: str | Path | None = None, overwrite: bool = False, attention: str | None = None,
+                 progress: bool = True, **overrides):
+        """A clip from a prompt.
+
+        seed: the initial noise is drawn from ``torch.Generator().manual_seed(seed)`` on the CPU (the same
+        seed gives the same clip on any device); latents: initial noise ``(1, C, T', H', W')`` instead.
+        image_first: sample the first latent frame alone, then the clip from it (`denoise_image_first`).
+        callback: called after each step with (step, timestep, latents), for each pass. attention: a
+        `videogen.models.attention` backend name for the DiT.
+
+        Returns a `videogen.io.Video` (uint8 frames ``(T, H, W, 3)`` and fps); with ``output``, the frames
+        stream to that file as they are decoded and its `Path` is returned instead.
+        """
+        return generate(self, prompt, latents=latents, callback=callback, output=output, overwrite=overwrite,
+                        attention=attention, progress=progress, **overrides)
+
+    def extend(self, video, prompt: str, num_new_frames: int | None = None, **options):
+        """The input followed by ``num_new_frames`` frames that continue it; see `extend`."""
+        return extend(self, video, prompt, num_new_frames, **options)
+
+    def interpolate(self, start, end, prompt: str, num_frames: int | None = None, **options):
+        """``num_frames`` frames from START's last frame to END's first; see `interpolate`."""
+        return interpolate(self, start, end, prompt, num_frames, **options)
+
+    def load_lora(self, path: str | Path, scale: float = 1.0) -> int:
+        """Merge a LoRA file into the transformer's weights (`videogen.models.lora.merge_lora`): the number of
+        linears changed. The merge is permanent for this object: load the model again to drop it."""
+        from videogen.models.lora import merge_lora
+
+        return merge_lora(self.transformer, path, scale)

@@ -1,7 +1,7 @@
 """Rectified flow: the one module that says what the DiT is trained to predict and how noise levels are chosen.
 
 Everything the sampler and the trainer must agree on lives here, so they cannot drift apart
-(STYLE.md point 7; k-diffusion's ``Denoiser`` and EDM2 keep their maths in one place for the same reason):
+(k-diffusion's ``Denoiser`` and EDM2 keep their maths in one place for the same reason):
 
 - the forward process ``x_s = (1 - s) x0 + s noise`` for a noise level ``s`` in [0, 1]
   (rectified flow, Liu et al. 2022, eq. 1; Esser et al. 2024 "Scaling Rectified Flow Transformers", eq. 3

@@ -1,6 +1,6 @@
 """Sampling: a plain loop over a velocity function, with the step rule taken from a diffusers scheduler.
 
-The sampler knows nothing of networks or prompts (STYLE.md point 6, after k-diffusion's samplers): it is
+The sampler knows nothing of networks or prompts (as k-diffusion's samplers): it is
 given ``velocity_fn(x, t) -> v`` and initial noise, and integrates the flow from noise level 1 to 0 with a
 diffusers scheduler's ``step``. The pipeline builds ``velocity_fn`` from the DiT and the text states, with
 classifier-free guidance as a small closure (`guided`) that runs the conditional and unconditional
@@ -135,17 +135,6 @@ def guided(
         return v_uncond + scale * (v_cond - v_uncond)
 
     return velocity
-
-
-def check_interval(value) -> tuple[float, float]:
-    """A guidance interval ``(low, high)`` of noise levels, ``0 <= low <= high <= 1``."""
-    try:
-        low, high = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise InputError(f"guidance interval must be two noise levels LOW HIGH in [0, 1], got {value!r}") from None
-    if not 0.0 <= low <= high <= 1.0:
-        raise InputError(f"guidance interval must have 0 <= LOW <= HIGH <= 1, got {low:g} {high:g}")
-    return low, high
 
 
 # ----------------------------------------------------------------------------------------- sampler
