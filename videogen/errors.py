@@ -25,3 +25,6 @@ class ResourceError(VideogenError):
 
 class ConfigError(InputError):
     """A configuration file or override is malformed or names an unknown key."""
+
+
+EXIT_USER_ERROR = 2  # the exit status of a user error, in every front end (the CLI and the server)

@@ -37,7 +37,7 @@ import traceback
 from pathlib import Path
 
 from videogen import __version__
-from videogen.errors import InputError, ResourceError, VideogenError
+from videogen.errors import EXIT_USER_ERROR, InputError, ResourceError, VideogenError
 
 SOCKET_ENV = "VIDEOGEN_SOCKET"  # where the server listens and the commands look; default `socket_path`
 REQUEST_TIMEOUT = 10.0  # seconds a connected client has to send its request line
@@ -159,14 +159,15 @@ class Server:
     """A loaded pipeline answering sampling commands on a Unix socket, one at a time.
 
     Args:
-        pipe: the `VideoPipeline` every request uses.
-        model_args: the model options it was loaded with (``model``, ``device``, ``dtype``, ``offload``),
-            as `videogen.cli` parsed them; requests asking for others are declined.
+        parser: the argparse parser that reads a request's command line (the CLI's); a parsed command
+            carries ``run(args, provider)`` and ``debug``, as argparse's ``set_defaults`` gives them.
+        provider: what the commands take their pipeline from (``provider.pipeline(args)``), and which says
+            why it declines a command it cannot run as asked (``provider.declines(args, cwd)``: a reason or None).
         path: the socket; default `socket_path`.
     """
 
-    def __init__(self, pipe, model_args, path: Path | None = None):
-        self.pipe, self.model_args = pipe, model_args
+    def __init__(self, parser, provider, path: Path | None = None):
+        self.parser, self.provider = parser, provider
         self.path = Path(path) if path is not None else socket_path()
         self.served = 0
 
@@ -250,39 +251,19 @@ class Server:
 
     def _parse(self, argv: list[str], cwd: str, version: str):
         """The parsed command and None, or None and why this server does not run it."""
-        from videogen import cli
-        from videogen.bundled import default_model_path
-
         if version != __version__:
             return None, f"the server runs videogen {__version__}, this is {version}"
         try:
             with contextlib.redirect_stderr(io.StringIO()):
-                args = cli.build_parser().parse_args(argv)
+                args = self.parser.parse_args(argv)
         except SystemExit:  # the client parsed the same arguments; a difference means another videogen
             return None, "it cannot parse this command"
-        if args.command not in cli.SERVED:
-            return None, f"it serves {', '.join(cli.SERVED)}, not {args.command}"
-        if args.lora:
-            return None, "LoRAs would change its model for every later request"
-        try:
-            model = Path(cwd, args.model).resolve() if args.model is not None else default_model_path().resolve()
-        except VideogenError as e:  # no bundled model here: the command says so itself, in its own process
-            return None, str(e)
-        ours = self.model_args
-        if model != Path(ours.model).resolve():
-            return None, f"it runs the model {ours.model}"
-        if args.dtype != ours.dtype or args.offload != ours.offload:
-            return None, f"it runs in {ours.dtype}{' with offloading' if ours.offload else ''}"
-        if args.device is not None and cli.parse_device(args.device) != self.pipe.device:
-            return None, f"it runs on {self.pipe.device}"
-        args.model = str(model)
-        return args, None
+        why = self.provider.declines(args, cwd)
+        return (None, why) if why is not None else (args, None)
 
     def _run(self, args, conn: socket.socket, cwd: str, started: float) -> int:
         """Run the command in ``cwd`` with its output relayed: its exit status (2 for a user error, 1 for a bug)."""
-        from videogen.cli import EXIT_USER_ERROR
-
-        args.started, args.pipeline = started, self.pipe
+        args.started = started
         here = os.getcwd()
         out, err = _Relay(conn, "out"), _Relay(conn, "err")
         try:
@@ -292,7 +273,7 @@ class Server:
             return EXIT_USER_ERROR
         try:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                return args.run(args) or 0
+                return args.run(args, self.provider) or 0
         except VideogenError as e:
             if args.debug:
                 traceback.print_exc(file=err)
