@@ -42,12 +42,8 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def timed(fn, repeats: int) -> tuple[float, object]:
     """Median wall time of `repeats` calls, and the last result."""
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+    times = [(time.perf_counter(), fn(), time.perf_counter()) for _ in range(repeats)]
+    return statistics.median(end - start for start, _, end in times), times[-1][1]
 
 
 def plain_pyav_read(path: Path) -> np.ndarray:
@@ -96,11 +92,8 @@ def bench_read(clip: np.ndarray, fps: int, folder: Path, repeats: int) -> list[t
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=33)
-    parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--width", type=int, default=832)
-    parser.add_argument("--fps", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
+    for name, default in (("frames", 33), ("height", 480), ("width", 832), ("fps", 16), ("repeats", 3)):
+        parser.add_argument(f"--{name}", type=int, default=default)
     args = parser.parse_args()
     clip = moving_pattern(args.frames, args.height, args.width)
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,9 +103,8 @@ def main() -> None:
     print("| case | time (s) | ratio to reference | size (KiB) | PSNR (dB) |")
     print("|---|---|---|---|---|")
     for name, t, ratio, size, quality in rows:
-        size_text = f"{size / 1024:.0f}" if size else ""
-        quality_text = f"{quality:.1f}" if quality else ""
-        print(f"| {name} | {t:.3f} | {ratio:.2f} | {size_text} | {quality_text} |")
+        print(f"| {name} | {t:.3f} | {ratio:.2f} | {f'{size / 1024:.0f}' if size else ''} | "
+              f"{f'{quality:.1f}' if quality else ''} |")
 
 
 if __name__ == "__main__":

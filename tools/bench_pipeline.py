@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # this checkout's videogen
 
 PROMPT = "a red circle moving left on a black background"
 NEGATIVE = "blurry, static"
@@ -47,60 +47,44 @@ NEGATIVE = "blurry, static"
 # config name -> (TinyWanConfig keyword overrides, default (frames, height, width))
 CONFIGS = {
     "tiny": ({}, (17, 64, 64)),
-    "mid": (
-        dict(text_dim=256, text_layers=4, text_heads=4, vae_base_dim=32, vae_dim_mult=[1, 2, 4, 4], dit_heads=8,
-             dit_head_dim=32, dit_layers=8, dit_ffn_dim=1024),
-        (17, 128, 128),
-    ),
+    "mid": (dict(text_dim=256, text_layers=4, text_heads=4, vae_base_dim=32, vae_dim_mult=[1, 2, 4, 4], dit_heads=8,
+                 dit_head_dim=32, dit_layers=8, dit_ffn_dim=1024), (17, 128, 128)),
     # Wan2.1-T2V-1.3B's DiT and VAE shapes (random weights); the text encoder stays small (umT5-XXL's 5.7B
     # parameters of random weights would only measure the disk)
-    "wan1.3b": (
-        dict(text_dim=4096, text_layers=2, text_heads=64, vae_base_dim=96, vae_dim_mult=[1, 2, 4, 4], dit_heads=12,
-             dit_head_dim=128, dit_layers=30, dit_ffn_dim=8960),
-        (81, 480, 832),
-    ),
+    "wan1.3b": (dict(text_dim=4096, text_layers=2, text_heads=64, vae_base_dim=96, vae_dim_mult=[1, 2, 4, 4],
+                     dit_heads=12, dit_head_dim=128, dit_layers=30, dit_ffn_dim=8960), (81, 480, 832)),
 }
 
 
-# ------------------------------------------------------------------------------------------ workers
+def peak_growth(fn, device: str):
+    """``fn()`` and the peak growth of this process's memory while it ran (CUDA: allocated; CPU: the resident set,
+    sampled every 2 ms)."""
+    import psutil
+    import torch
 
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        out = fn()
+        torch.cuda.synchronize()
+        return out, torch.cuda.max_memory_allocated() - base
+    process, done, peak = psutil.Process(), threading.Event(), [0]
+    base = process.memory_info().rss
 
-class PeakSampler:
-    """The peak growth of this process's memory while in the ``with`` block."""
-
-    def __init__(self, device: str):
-        self.device, self.peak, self._stop = device, 0, threading.Event()
-
-    def __enter__(self):
-        import psutil
-        import torch
-
-        if self.device.startswith("cuda"):
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self._start = torch.cuda.memory_allocated()
-            return self
-        self._process = psutil.Process()
-        self._start = self._process.memory_info().rss
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._process.memory_info().rss - self._start)
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], process.memory_info().rss - base)
             time.sleep(0.002)
 
-    def __exit__(self, *exc):
-        import torch
-
-        if self.device.startswith("cuda"):
-            torch.cuda.synchronize()
-            self.peak = torch.cuda.max_memory_allocated() - self._start
-        else:
-            self._stop.set()
-            self._thread.join()
-            self.peak = max(self.peak, self._process.memory_info().rss - self._start)
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        out = fn()
+    finally:
+        done.set()
+        thread.join()
+    return out, max(peak[0], process.memory_info().rss - base)
 
 
 def _run_diffusers(args, latents):
@@ -124,7 +108,7 @@ def _run_diffusers(args, latents):
 def _run_videogen(args, latents):
     import torch
 
-    from videogen.pipeline import VideoPipeline
+    from videogen import VideoPipeline
 
     pipe = VideoPipeline.from_pretrained(args.folder, device=args.device, dtype=getattr(torch, args.dtype))
 
@@ -134,8 +118,8 @@ def _run_videogen(args, latents):
                              width=args.width, num_steps=steps, guidance_scale=5.0, latents=latents,
                              progress=False).frames
 
-    request = pipe.make_request(PROMPT, num_frames=args.frames, height=args.height, width=args.width)
-    estimate = pipe.estimate_memory(request, keep_frames=True)
+    estimate = pipe.estimate_memory(pipe.settings(num_frames=args.frames, height=args.height, width=args.width),
+                                    keep_frames=True)
     weights = sum(p.numel() * p.element_size() for m in (pipe.text_encoder.encoder, pipe.transformer, pipe.vae)
                   for p in [*m.parameters(), *m.buffers()])
     return run, estimate.peak - weights
@@ -148,15 +132,11 @@ def worker(args) -> None:
     latents = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     run, estimate = (_run_videogen if args.worker == "videogen" else _run_diffusers)(args, latents)
     run(1)  # warm-up: first-call allocations and kernel selection
-    with torch.no_grad(), PeakSampler(args.device) as peak:
-        start = time.perf_counter()
-        frames = run(args.steps)
-        seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    with torch.no_grad():
+        frames, peak = peak_growth(lambda: run(args.steps), args.device)
     np.save(args.frames_out, frames)
-    print(json.dumps({"seconds": seconds, "peak": peak.peak, "estimate": estimate}))
-
-
-# --------------------------------------------------------------------------------------------- main
+    print(json.dumps({"seconds": time.perf_counter() - start, "peak": peak, "estimate": estimate}))
 
 
 def _measure(impl: str, folder: Path, args, size, frames_out: Path) -> dict:
@@ -227,7 +207,6 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--worker", choices=["videogen", "diffusers"], help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--frames-out", help=argparse.SUPPRESS)
@@ -237,8 +216,6 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         results = [bench_config(name, args, Path(scratch)) for name in args.configs.split(",")]
     print(report(results, args))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

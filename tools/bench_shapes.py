@@ -13,14 +13,18 @@ There is no diffusers counterpart to compare with, so no ratios: these are absol
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from videogen.data.shapes import ShapesDataset, every_combination, render, sample_spec
-from videogen.eval import degrade
-from videogen.eval.shapes import analyze, score, summarize
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's videogen
+
+from videogen.data.shapes import ShapesDataset, every_combination, render, sample_spec  # noqa: E402
+from videogen.eval import degrade  # noqa: E402
+from videogen.eval.shapes import analyze, score, summarize  # noqa: E402
 
 CONDITIONS = {
     "clean": lambda f, rng: f,

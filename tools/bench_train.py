@@ -1,19 +1,18 @@
 """Training throughput: videogen's trainer beside a plain diffusers training loop, in one run.
 
-Both train the same random Wan2.1-layout model (the proposed demo-model sizes unless --size says
-otherwise) on the same 64x64x17 clips, batch for batch:
+Both train the same random Wan2.1-layout model (`videogen.testing`'s builder; the demo-model sizes unless
+--size says otherwise) on the same 64x64x17 clips, batch for batch:
 
 - **diffusers loop**: what a script built on diffusers' classes does each step -- AutoencoderKLWan encode,
-  UMT5 encode, WanTransformer3DModel forward + backward, AdamW;
-- **videogen**: `videogen.train.Trainer` (latents and text states cached once, sampled per step), full and
-  LoRA (rank 16).
+  UMT5 encode, WanTransformer3DModel forward + backward, AdamW; timed here, best of --repeats rounds;
+- **videogen**: `videogen.train.trainer.train` runs (latents and text states cached once, sampled per step),
+  full and LoRA (rank 16), and VAE training (L1 + SSIM + KL) on 9- and 17-frame clips: the trainer's own
+  samples/s over its steps (the cache is filled before they start).
 
-It also times VAE training steps (parallel path, L1 + SSIM + KL) at the demo VAE's size, on 9- and
-17-frame clips. Prints a markdown table of samples/s (higher is better) and ratios videogen / diffusers
-(above 1: videogen trains faster) for docs/benchmarks.md.
+Prints a markdown table of samples/s (higher is better) and ratios videogen / diffusers (above 1: faster).
 
     python tools/bench_train.py                      # demo sizes, batch 4, ~10 min on a shared 2-core CPU
-    python tools/bench_train.py --repeats 1 --steps 1  # quicker, noisier
+    python tools/bench_train.py --repeats 1 --steps 2  # quicker, noisier
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # measure this checkout, not an installed copy
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's videogen
 
 SIZES = {  # proposed demo-model sizes (configs/demo-*.yaml), and a tiny smoke-test size
     "demo": dict(text_dim=256, text_layers=4, text_heads=4, dit_heads=4, dit_head_dim=64, dit_layers=8,
@@ -89,16 +88,6 @@ def diffusers_loop(model: Path, clips: Path, batch: int):
     return step
 
 
-def trainer_step(cfg, run: Path):
-    """One of videogen's trainer steps, as a closure (the cache is filled here, before any clock starts)."""
-    from videogen.train.trainer import Trainer
-
-    trainer = Trainer(cfg, run, show_progress=False)
-    batches = iter(trainer.stream)
-    trainer.model.train()
-    return lambda: trainer._step(batches)
-
-
 def dit_config(model: Path, clips: Path, mode: str, batch: int):
     from videogen.train.config import TrainConfig
 
@@ -121,55 +110,50 @@ def vae_config(s: dict, clips: Path, batch: int, frames: int):
     return cfg
 
 
-def measure(steps: dict, batch: int, repeats: int, per_round: int) -> dict:
-    """Best-of-``repeats`` wall and CPU seconds per step of each closure, the closures taking turns.
+def videogen_rate(cfg, run: Path, steps: int) -> float:
+    """samples/s of a `train` run of ``steps`` steps, as the trainer measures it."""
+    from videogen.train.trainer import train
 
-    Taking turns spreads the other jobs on this shared machine over all of them; best-of keeps the least
-    disturbed round; CPU time (this process's, all threads) is less sensitive to the contention still.
-    """
-    for step in steps.values():
-        step()  # warm-up
-    best = {name: (float("inf"), float("inf")) for name in steps}
+    cfg.train.max_steps, cfg.train.log_every, cfg.train.validate_every = steps, 1, 0
+    return train(cfg, run).samples_per_second
+
+
+def diffusers_rate(step, batch: int, repeats: int, steps: int) -> float:
+    """samples/s of the diffusers loop: the best of ``repeats`` rounds of ``steps`` steps, after a warm-up."""
+    step()
+    best = float("inf")
     for _ in range(repeats):
-        for name, step in steps.items():
-            wall, cpu = time.perf_counter(), time.process_time()
-            for _ in range(per_round):
-                step()
-            wall, cpu = (time.perf_counter() - wall) / per_round, (time.process_time() - cpu) / per_round
-            best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
-    return best
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        best = min(best, (time.perf_counter() - start) / steps)
+    return batch / best
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="demo")
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3, help="rounds; the best round counts")
-    parser.add_argument("--steps", type=int, default=2, help="steps per round")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of the diffusers loop; the best counts")
+    parser.add_argument("--steps", type=int, default=6, help="steps per round, and of each videogen run")
     args = parser.parse_args(argv)
     s = SIZES[args.size]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model = build_folder(tmp / "model", s)
-        clips = make_clips(tmp / "clips", args.batch)
-        dit = {
-            "diffusers loop: DiT full (VAE + T5 every step)": diffusers_loop(model, clips, args.batch),
-            "videogen: DiT full (cached latents + text)": trainer_step(dit_config(model, clips, "full", args.batch),
-                                                                        tmp / "full"),
-            "videogen: DiT LoRA r16 (cached)": trainer_step(dit_config(model, clips, "lora", args.batch), tmp / "lora"),
-        }
-        vae = {f"videogen: VAE, {n} frames": trainer_step(vae_config(s, clips, args.batch, n), tmp / f"vae{n}")
-               for n in (9, 17)}
-        results = measure({**dit, **vae}, args.batch, args.repeats, args.steps)
-    base_wall, base_cpu = results[next(iter(dit))]
-    print(f"\nsizes: {args.size} {s}; batch {args.batch} clips of 64x64 (17 frames for the DiT); best of "
-          f"{args.repeats} rounds of {args.steps} steps; {torch.get_num_threads()} threads; load average "
-          f"{os.getloadavg()[0]:.1f}\n")
-    print("| run | samples/s (wall) | samples/s (CPU time) | ratio vs diffusers loop (wall / CPU) |")
-    print("|---|---|---|---|")
-    for name, (wall, cpu) in results.items():
-        ratio = f"{base_wall / wall:.2f} / {base_cpu / cpu:.2f}" if name in dit else "-"
-        print(f"| {name} | {args.batch / wall:.2f} | {args.batch / cpu:.2f} | {ratio} |")
+        model, clips = build_folder(tmp / "model", s), make_clips(tmp / "clips", args.batch)
+        reference = diffusers_rate(diffusers_loop(model, clips, args.batch), args.batch, args.repeats, args.steps)
+        rates = {"diffusers loop: DiT full (VAE + T5 every step)": reference}
+        for mode in ("full", "lora"):
+            rates[f"videogen: DiT {mode} (cached latents + text)"] = videogen_rate(
+                dit_config(model, clips, mode, args.batch), tmp / mode, args.steps)
+        for n in (9, 17):
+            rates[f"videogen: VAE, {n} frames"] = videogen_rate(vae_config(s, clips, args.batch, n), tmp / f"vae{n}",
+                                                               args.steps)
+    print(f"\nsizes: {args.size} {s}; batch {args.batch} clips of 64x64 (17 frames for the DiT); {args.steps} steps; "
+          f"{torch.get_num_threads()} threads; load average {os.getloadavg()[0]:.1f}\n")
+    print("| run | samples/s | ratio vs diffusers loop |\n|---|---|---|")
+    for name, rate in rates.items():
+        print(f"| {name} | {rate:.2f} | {'-' if 'VAE' in name else f'{rate / reference:.2f}'} |")
     return 0
 
 
