@@ -1,28 +1,16 @@
 """Train the bundled demo model from nothing, in one command, and assemble the shipped folder (issue 7).
 
-Every stage is a `videogen.train.trainer.train` run of a config in configs/ with a fixed seed, into its own
-run folder ``RUNS/demo-NAME``; a stage named ``X-more`` (or ``-polish``) continues the stage before it from its
-newest checkpoint (optimizer, EMA and data order included) to a later step.
+Every stage is a `videogen.train.trainer.train` run of a config in configs/ (its header says what the stage is
+for) with a fixed seed, into ``RUNS/demo-NAME``; ``X-more`` / ``-polish`` continue the stage before them from its
+newest checkpoint to a later step. In order: (1) the 8x VAE (``vae-images``, ``vae``); (2) the DiT and T5 on its
+latents (``dit``, ``dit-more``); with ``--vae4``, (3) a 4x VAE, its decoder alone (the latents stay the same) and
+the DiT moved onto it (``vae4-*``, ``dit4``, ``dit4-more``); with ``--p2`` (the shipped model), (4) that model
+assembled into ``RUNS/demo-model-4x`` and six patch-2 DiT stages on it, each from the one before's DiT
+(`P2_STAGES`), the last two averaged (`P2_MEAN`); (5) the last model copied into ``--assets`` with demo defaults
+(`P2_SAMPLING`), in float16 if float32 exceeds ``--max-mb``, with ``TRAINING.md`` and ``training.json``.
 
-1. the 8x VAE: ``vae-images`` (single frames), ``vae`` (9-frame clips, from it);
-2. the DiT and its byte-level T5 on that VAE's latents: ``dit``, then ``dit-more`` with the noise levels
-   shifted toward noise (`DIT_MORE`), where a clip's colour and direction are decided;
-3. with ``--vae4``: a 4x VAE (``vae4-images``, ``vae4``), its decoder alone on 17-frame clips with the encoder
-   frozen (``vae4-decoder``, ``-more``, ``-polish``: the latents stay the same), and stage 2's DiT and T5
-   moved onto the 4x latents (``dit4``, ``dit4-more``: its blocks carry over, ``model.dit_init``);
-4. with ``--p2`` (implies ``--vae4``; the shipped model): stage 3's model assembled into
-   ``RUNS/demo-model-4x``, then a DiT on 1x2x2 patches on its latents with its frozen T5, each stage from the
-   one before's DiT and stopped at ``train.stop_step``: ``dit4p2-t2i`` (text-to-image), ``dit4p2-if``
-   (image-first: clips with the first, or first and last, latent frame given), ``dit4p2-pos`` and
-   ``dit4p2-pos2`` (frame positions), ``dit4p2-pos3`` (the learning rate decayed, `P2_POS3`), ``dit4p2-noise``
-   (at the sampler's noise levels, `P2_NOISE`); the DiT weights of the last two are averaged (`P2_MEAN`);
-5. assembly: the last model (with ``--vae4`` the decoder-trained VAE swapped in) is copied into ``--assets``
-   with a ``videogen.json`` of demo defaults (with ``--p2`` `P2_SAMPLING`), in float16 if float32 exceeds
-   ``--max-mb``, and the record of the training in ``TRAINING.md`` and ``training.json``.
-
-A stage whose run folder has a checkpoint resumes from it, and one that reached its end step with its model
-exported is skipped, so the training may span sessions: run the same command again after an interruption.
-Wall time is summed per stage over all invocations in ``RUNS/train_demo.json``.
+A stage with a checkpoint resumes from it and a finished one is skipped, so after an interruption run the same
+command again; wall time is summed per stage in ``RUNS/train_demo.json``.
 
     python tools/train_demo.py --p2       # the shipped model: ~18.5 h on a 2-core CPU (TRAINING.md has each stage's)
     python tools/train_demo.py --vae4     # stages 1-3, ~9.5 h
@@ -102,9 +90,6 @@ class Recipe:
 
     def model(self, stage: str) -> Path:
         return self.runs / f"demo-{stage}" / "model"
-
-
-# --------------------------------------------------------------------------------------- run folders
 
 
 def newest_checkpoint(run: Path) -> Path | None:
@@ -191,9 +176,6 @@ def run_stage(r: Recipe, name: str, config: str, overrides: list[str], *, contin
     return cfg
 
 
-# -------------------------------------------------------------------------------------------- stages
-
-
 def first_recipe(r: Recipe):
     """Stages 1-2: the 8x VAE, then the DiT and T5 on its latents; returns dit-more's config."""
     run_stage(r, "vae-images", "demo-vae-images.yaml", r.overrides("vae"))
@@ -239,9 +221,6 @@ def p2_recipe(r: Recipe, cfg):
         init = [f"model.dit_init={r.model(name)}"]
     average_dits([r.model(name) for name in P2_MEAN], r.model("dit4p2-mean"))
     return cfg
-
-
-# ------------------------------------------------------------------------------------------ assembly
 
 
 def demo_defaults(cfg, exported: Path) -> dict:
@@ -364,9 +343,6 @@ def write_training_record(target: Path, record: dict[str, StageRecord], facts: d
 
 def num(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
-
-
-# ---------------------------------------------------------------------------------------------- main
 
 
 def parse_args(argv: list[str]):
