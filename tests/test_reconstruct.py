@@ -9,8 +9,9 @@ import torch
 from videogen.cli import main
 from videogen.io import probe_video, read_video, write_video
 from videogen.models.vae import CausalVideoVAE
-from videogen.pipeline import to_uint8
-from videogen.reconstruct import psnr_from_mse, reconstruct, round_trip, ssim
+from videogen.frames import to_uint8
+from videogen.metrics import psnr_from_mse
+from videogen.reconstruct import frame_ssim, reconstruct, round_trip
 
 TINY = dict(base_dim=8, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1, latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
 
@@ -50,7 +51,7 @@ def test_reconstruct_streams_and_measures_what_a_parallel_pass_gives(vae_folder,
     out = to_uint8(round_trip(vae, x))
     mse = float(((frames.astype(np.float64) - out) ** 2).mean())
     assert result.psnr == pytest.approx(psnr_from_mse(mse), abs=0.05)
-    assert result.ssim == pytest.approx(float(ssim(frames, out).mean()), abs=1e-3)
+    assert result.ssim == pytest.approx(float(frame_ssim(frames, out).mean()), abs=1e-3)
     assert 0 < result.psnr < 60 and -1 < result.ssim < 1
 
 
@@ -59,13 +60,13 @@ def test_ssim_matches_scikit_image():
     rng = np.random.default_rng(0)
     a = rng.integers(0, 256, size=(2, 24, 20, 3), dtype=np.uint8)
     b = np.clip(a.astype(int) + rng.integers(-40, 40, size=a.shape), 0, 255).astype(np.uint8)
-    ours = ssim(a, b)
+    ours = frame_ssim(a, b)
     for i in range(2):
         ref = metrics.structural_similarity(
             a[i], b[i], channel_axis=-1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255
         )
         assert float(ours[i]) == pytest.approx(ref, abs=1e-6)
-    assert torch.allclose(ssim(a, a), torch.ones(2, dtype=torch.float64))
+    assert torch.allclose(frame_ssim(a, a), torch.ones(2, dtype=torch.float64))
 
 
 def test_psnr():

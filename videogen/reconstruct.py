@@ -8,7 +8,6 @@ are accumulated on the way, comparing each decoded chunk with the input frames i
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -17,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from einops import rearrange
 
 from videogen.errors import InputError
-from videogen.pipeline import to_uint8
+from videogen.frames import to_pixels, to_uint8
+from videogen.metrics import psnr_from_mse, ssim
 
 
 @dataclass
@@ -106,8 +106,7 @@ def _input_chunks(path, frames: int, crop, pending: deque, dtype: torch.dtype) -
     for rgb in iter_frames(path, max_frames=frames):
         rgb = rgb[top : top + height, left : left + width]  # (H, W, 3)
         pending.append(rgb)
-        pixels = torch.from_numpy(np.ascontiguousarray(rgb)).to(dtype) / 127.5 - 1.0  # (H, W, 3)
-        yield pixels.permute(2, 0, 1)[None, :, None]  # (1, 3, 1, H, W)
+        yield to_pixels(rgb[None], dtype=dtype)  # (1, 3, 1, H, W)
 
 
 @torch.no_grad()
@@ -137,7 +136,7 @@ class _Stats:
         b = torch.from_numpy(output).double()
         self.squared_error += float((a - b).pow(2).sum())
         self.values += a.numel()
-        self.ssim_sum += float(ssim(reference, output).sum())
+        self.ssim_sum += float(frame_ssim(reference, output).sum())
         self.frames += len(reference)
 
     def psnr(self) -> float:
@@ -147,32 +146,12 @@ class _Stats:
         return self.ssim_sum / self.frames
 
 
-def psnr_from_mse(mse: float, peak: float = 255.0) -> float:
-    """Peak signal-to-noise ratio in dB; infinite for identical images."""
-    return math.inf if mse == 0 else 10.0 * math.log10(peak**2 / mse)
-
-
-def ssim(reference: np.ndarray, output: np.ndarray) -> torch.Tensor:
+def frame_ssim(reference: np.ndarray, output: np.ndarray) -> torch.Tensor:
     """Structural similarity per frame, (t,), of uint8 frames (t, H, W, 3), averaged over channels.
 
-    Wang, Bovik, Sheikh & Simoncelli 2004, Eq. 13: local statistics under an 11-tap Gaussian window of
-    sigma 1.5, C1 = (0.01 L)^2, C2 = (0.03 L)^2, L = 255, averaged over the positions where the window
-    fits (as scikit-image's ``structural_similarity(gaussian_weights=True)``).
+    `videogen.metrics.ssim` in float64 on the uint8 scale (L = 255), as scikit-image's
+    ``structural_similarity(gaussian_weights=True)``; frames under 11x11 are an `InputError`.
     """
-    x = torch.from_numpy(reference).double().permute(0, 3, 1, 2)  # (t, 3, H, W)
-    y = torch.from_numpy(output).double().permute(0, 3, 1, 2)  # (t, 3, H, W)
-    taps = torch.exp(-0.5 * (torch.arange(11, dtype=torch.float64) - 5) ** 2 / 1.5**2)
-    taps = taps / taps.sum()
-    channels = x.shape[1]
-    kernel = torch.outer(taps, taps).expand(channels, 1, 11, 11)  # (3, 1, 11, 11)
-    if min(x.shape[-2:]) < 11:
-        raise InputError(f"SSIM needs frames of at least 11x11 pixels; got {x.shape[-1]}x{x.shape[-2]}")
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(t, kernel, groups=channels)  # (t, 3, H - 10, W - 10)
-
-    mx, my = blur(x), blur(y)
-    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    index = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-    return index.mean(dim=(1, 2, 3))  # (t,)
+    x = rearrange(torch.from_numpy(reference), "t h w c -> t c h w")  # (t, 3, H, W)
+    y = rearrange(torch.from_numpy(output), "t h w c -> t c h w")  # (t, 3, H, W)
+    return ssim(x, y, data_range=255.0, dtype=torch.float64, reduction="none", small_frames="refuse")  # (t,)

@@ -7,18 +7,16 @@ the last), which captions are dropped for classifier-free guidance,
 and which tokens the loss covers. The DiT sees a sample exactly as the sampler will later show it a
 conditioned generation: known frames clean and at timestep 0.
 
-All randomness comes from one explicit `torch.Generator` (STYLE.md point 6), which the trainer
-checkpoints; that is what makes a resumed run bit-exact.
+All randomness comes from one explicit `torch.Generator` (no global RNG, as in k-diffusion and EDM2), which
+the trainer checkpoints; that is what makes a resumed run bit-exact.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 
 from videogen.diffusion import flow
+from videogen.metrics import psnr_from_mse, ssim
 from videogen.train.config import ObjectiveConfig
 
 MODES = ("none", "first", "first_last")
@@ -113,36 +111,15 @@ def dit_loss(
 # --------------------------------------------------------------------------------- VAE: reconstruction
 
 
-def _gaussian_window(size: int, sigma: float) -> torch.Tensor:
-    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-    g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return g[:, None] * g[None, :]  # (k, k)
-
-
-def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean structural similarity of two clips in [-1, 1], frame by frame (Wang et al. 2004, eq. 13).
+def clip_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean structural similarity of two clips in [-1, 1], frame by frame, in float32 (`videogen.metrics.ssim`).
 
     Args:
         x, y: (B, 3, T, H, W). An 11x11 Gaussian window (sigma 1.5), smaller for tiny frames.
     """
-    c1, c2 = 0.01**2, 0.03**2  # K1, K2 of the paper, for a dynamic range of 1
     x = (x.float().transpose(1, 2).flatten(0, 1) + 1) / 2  # (B*T, 3, H, W) in [0, 1]
     y = (y.float().transpose(1, 2).flatten(0, 1) + 1) / 2  # (B*T, 3, H, W)
-    size = min(11, x.shape[-2], x.shape[-1])
-    size -= 1 - size % 2  # odd
-    window = _gaussian_window(size, 1.5 * size / 11).to(x)[None, None].expand(3, 1, size, size)
-
-    def blur(z):
-        return F.conv2d(z, window, groups=3)
-
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x**2
-    var_y = blur(y * y) - mu_y**2
-    cov = blur(x * y) - mu_x * mu_y
-    num = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
-    den = (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
-    return (num / den).mean()
+    return ssim(x, y, data_range=1.0, dtype=torch.float32, reduction="mean", small_frames="shrink")
 
 
 def gaussian_kl(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -172,7 +149,7 @@ def vae_loss(model, video: torch.Tensor, cfg: ObjectiveConfig, generator: torch.
     recon, mean, std = model(video, generator)
     error = recon.float() - video.float()
     l1 = error.abs().mean()
-    structural = 1.0 - ssim(recon, video)
+    structural = 1.0 - clip_ssim(recon, video)
     if cfg.sample_posterior:
         kl = gaussian_kl(mean, std)
     else:  # the std is fixed (fix_posterior_std): only the KL's mean term acts, keeping the latents' scale
@@ -186,4 +163,4 @@ def vae_loss(model, video: torch.Tensor, cfg: ObjectiveConfig, generator: torch.
     loss = loss + cfg.ssim * structural + cfg.kl * kl
     mse = squared.item() / 4  # on the [0, 1] scale, for the PSNR
     return loss, {"l1": l1.item(), "ssim": 1.0 - structural.item(), "kl": kl.item(),
-                  "psnr": -10 * math.log10(max(mse, 1e-12))}
+                  "psnr": psnr_from_mse(max(mse, 1e-12), peak=1.0)}
