@@ -27,12 +27,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import secrets
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal, Sequence, TypeVar, Union
 
+from videogen.atomic import write_atomic
 from videogen.errors import ConfigError
 
 __all__ = ["load_config", "save_config", "to_dict", "from_dict", "apply_overrides"]
@@ -282,17 +282,11 @@ def _plain(value):
 
 
 def save_config(cfg, path: str | os.PathLike) -> Path:
-    """Write a config as YAML, atomically (temporary file in the same folder, then rename)."""
+    """Write a config as YAML, atomically (`videogen.atomic.write_atomic`: a temporary file beside it, renamed)."""
     import yaml
 
     path = Path(path)
     text = yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None, allow_unicode=True)
     if not path.parent.is_dir():
         raise ConfigError(f"{path}: the folder {path.parent} does not exist")
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from videogen.errors import InputError, VideogenError
+from videogen.frames import centre_crop, to_video_tensor
 from videogen.io import probe_video, read_video
 
 log = logging.getLogger(__name__)
@@ -153,13 +154,6 @@ def plan_clips(path: Path, caption: str, root: Path, *, frames, sizes, fps, stri
     ]
 
 
-def centre_crop(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """uint8 (T, h, w, 3) -> (T, H, W, 3), the middle of the frame."""
-    top = (frames.shape[1] - size[0]) // 2
-    left = (frames.shape[2] - size[1]) // 2
-    return frames[:, top : top + size[0], left : left + size[1]]  # (T, H, W, 3)
-
-
 # --------------------------------------------------------------------------------------------- dataset
 
 
@@ -215,11 +209,10 @@ class FootageDataset(torch.utils.data.Dataset):
         clip = self.clips[index]
         video = read_video(clip.path, start=clip.start, max_frames=clip.num_frames, fps=clip.fps,
                            size=clip.read_size)
-        frames = centre_crop(video.frames, clip.size)
+        frames = centre_crop(video.frames, *clip.size)
         if len(frames) < clip.num_frames:  # rounding at the very end of a file: hold the last frame
             frames = np.concatenate([frames, np.repeat(frames[-1:], clip.num_frames - len(frames), 0)])
-        video = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)  # (3, T, H, W)
-        return {"video": video.float() / 127.5 - 1.0, "caption": clip.caption, "key": clip.key}
+        return {"video": to_video_tensor(frames), "caption": clip.caption, "key": clip.key}  # (3, T, H, W)
 
 
 def collate(items: list[dict]) -> dict:

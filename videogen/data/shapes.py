@@ -3,8 +3,8 @@
 Each clip shows one object -- a circle, an axis-aligned square or an upward-pointing triangle, about a
 quarter of the canvas wide, in one of six saturated colours -- moving in a straight line at constant speed
 (left, right, up or down, about half the canvas over the clip) on a black, gray or white background. Its
-caption is ``a {color} {shape} moving {direction} on a {background} background`` (DESIGN.md, "The shapes
-world"). Three (colour, shape) pairs never appear in training data, so that composition can be measured:
+caption is ``a {color} {shape} moving {direction} on a {background} background`` (`CAPTION_TEMPLATE`).
+Three (colour, shape) pairs never appear in training data, so that composition can be measured:
 a model that draws a yellow triangle has combined "yellow" and "triangle" from separate examples.
 
 Rendering is exact up to anti-aliasing: every pixel's coverage is the mean of a supersampled grid of
@@ -28,6 +28,7 @@ import torch
 from einops import rearrange
 
 from videogen.errors import InputError
+from videogen.frames import to_video_tensor
 
 # --------------------------------------------------------------------------------------------- vocabulary
 
@@ -47,7 +48,7 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 # unit step of each direction in image coordinates (y points down, so "up" is -y)
 DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
-# never produced for training: composition is measured on these (DESIGN.md)
+# never produced for training: composition is measured on these
 HELDOUT_PAIRS: frozenset[tuple[str, str]] = frozenset(
     {("yellow", "triangle"), ("cyan", "circle"), ("magenta", "square")}
 )
@@ -283,15 +284,6 @@ def render(spec: ShapeClip, *, size: int = 64, num_frames: int = 17, supersample
     return np.take(palette, counts, axis=0)  # (T, H, W, 3); np.take is ~5x faster than palette[counts]
 
 
-def to_tensor(frames: np.ndarray) -> torch.Tensor:
-    """uint8 frames (T, H, W, 3) -> float32 video (3, T, H, W) in [-1, 1], the library's pixel convention."""
-    # numpy, single-threaded: torch's intra-op threads cost more than they save on a tensor this small
-    video = np.ascontiguousarray(rearrange(frames, "t h w c -> c t h w"), dtype=np.float32)  # (3, T, H, W)
-    video /= 127.5
-    video -= 1.0
-    return torch.from_numpy(video)
-
-
 # ----------------------------------------------------------------------------------------------- dataset
 
 
@@ -338,7 +330,7 @@ class ShapesDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
         spec = self.spec(index)
         frames = render(spec, size=self.size, num_frames=self.num_frames)
-        return to_tensor(frames), spec.caption
+        return to_video_tensor(frames), spec.caption
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, str]]:
         return (self[i] for i in range(self.num_clips))
