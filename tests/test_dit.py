@@ -215,7 +215,7 @@ def test_fresh_model_starts_at_zero_velocity():
 
 
 def test_frame_position_starts_as_the_model_without_it_and_then_tells_places_apart(ours, tmp_path):
-    from videogen.train.models import warm_start
+    from videogen.train.components import warm_start
 
     model = VideoDiT(**CONFIG, frame_position_dim=8).eval()
     assert warm_start(model, ours) == ["frame_position.proj.bias", "frame_position.proj.weight"]

@@ -6,7 +6,7 @@ import torch
 
 from videogen.train.config import ObjectiveConfig
 from videogen.train.objectives import flow  # the shared flow-matching module
-from videogen.train.objectives import dit_loss, drop_captions, known_frames, sample_modes, ssim
+from videogen.train.objectives import clip_ssim, dit_loss, drop_captions, known_frames, sample_modes
 
 
 def test_known_frames_per_mode():
@@ -108,7 +108,7 @@ def test_ssim_matches_scikit_image():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1, 3, 2, 32, 32, generator=g) * 2 - 1
     y = (x + 0.3 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
-    assert ssim(x, x).item() == pytest.approx(1.0, abs=1e-5)
+    assert clip_ssim(x, x).item() == pytest.approx(1.0, abs=1e-5)
     ref = np.mean([
         structural_similarity(((x[0, :, t] + 1) / 2).permute(1, 2, 0).numpy(),
                               ((y[0, :, t] + 1) / 2).permute(1, 2, 0).numpy(),
@@ -116,7 +116,7 @@ def test_ssim_matches_scikit_image():
                               use_sample_covariance=False)
         for t in range(2)
     ])
-    assert ssim(x, y).item() == pytest.approx(ref, abs=0.01)
+    assert clip_ssim(x, y).item() == pytest.approx(ref, abs=0.01)
 
 
 def _tiny_vae():
@@ -144,7 +144,7 @@ def test_foreground_mask_finds_the_object_not_the_background():
 
 
 def test_vae_loss_weights_foreground_errors_and_decodes_the_mean_without_noise():
-    from videogen.train.models import Autoencoder
+    from videogen.train.modules import Autoencoder
     from videogen.train.objectives import vae_loss
 
     video = _square_clip()
@@ -171,7 +171,7 @@ def test_vae_loss_weights_foreground_errors_and_decodes_the_mean_without_noise()
 
 
 def test_inflated_vae_codes_a_clip_frame_by_frame():
-    from videogen.train.models import inflate_temporal
+    from videogen.train.surgery import inflate_temporal
 
     vae = _tiny_vae().eval()
     video = torch.rand(1, 3, 5, 16, 16) * 2 - 1

@@ -10,6 +10,8 @@ our text states equal theirs on the same weights:
    to 512 with zeros -- the DiT's cross-attention sees exact zeros, not the encoder's outputs at
    padding positions.
 
+Steps 1-2 are `tokenize` and step 3 `encode_states`: the one text conditioning that training uses too.
+
 Encoded prompts are kept in a small LRU cache, so the negative prompt and repeated prompts in one process
 are encoded once. `TextEncoder.offload` moves the encoder to the CPU once encoding is done, to give its
 memory (11 GB for umT5-XXL in bf16) back to the DiT.
@@ -46,6 +48,25 @@ def clean_prompt(text: str) -> str:
         pass
     text = html.unescape(html.unescape(text)).strip()
     return re.sub(r"\s+", " ", text).strip()
+
+
+def tokenize(tokenizer, captions: list[str], max_length: int) -> dict[str, torch.Tensor]:
+    """Token ids and attention mask of cleaned captions, padded to ``max_length`` (longer ones cut): (B, N) each."""
+    tokens = tokenizer([clean_prompt(c) for c in captions], padding="max_length", max_length=max_length,
+                       truncation=True, add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
+    return {"input_ids": tokens.input_ids, "attention_mask": tokens.attention_mask}
+
+
+def encode_states(encoder, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Text states (B, N, D) of tokens (B, N), exact zeros at the padding positions.
+
+    As diffusers' ``WanPipeline._get_t5_prompt_embeds``: each prompt's states are cut at its true token count
+    (the mask is a run of ones, padding on the right) and padded back with zeros, so the DiT's cross-attention
+    sees zeros, not the encoder's outputs at padding positions. Differentiable, for runs that train the encoder.
+    """
+    states = encoder(input_ids, attention_mask=attention_mask).last_hidden_state  # (B, N, D)
+    keep = attention_mask[..., None].bool()  # (B, N, 1)
+    return torch.where(keep, states, torch.zeros((), dtype=states.dtype, device=states.device))
 
 
 def save_byte_tokenizer(folder: str | Path) -> Path:
@@ -176,20 +197,9 @@ class TextEncoder:
         return torch.stack([found[p] for p in prompts])  # (B, N, D)
 
     def _encode(self, prompts: list[str]) -> torch.Tensor:
-        tokens = self.tokenizer(
-            [clean_prompt(p) for p in prompts],
-            padding="max_length",
-            max_length=self.max_sequence_length,
-            truncation=True,
-            add_special_tokens=True,
-            return_attention_mask=True,
-            return_tensors="pt",
-        )
-        mask = tokens.attention_mask  # (B, N)
-        states = self.encoder(tokens.input_ids.to(self.device), mask.to(self.device)).last_hidden_state
-        lengths = mask.gt(0).sum(dim=1)  # (B,)
-        keep = torch.arange(self.max_sequence_length).view(1, -1, 1) < lengths.view(-1, 1, 1)  # (B, N, 1)
-        return torch.where(keep, states.cpu(), torch.zeros((), dtype=states.dtype))  # (B, N, D)
+        tokens = tokenize(self.tokenizer, prompts, self.max_sequence_length)
+        ids, mask = tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
+        return encode_states(self.encoder, ids, mask).cpu()  # (B, N, D)
 
     def _remember(self, prompt: str, states: torch.Tensor) -> None:
         self._cache[prompt] = states

@@ -1,9 +1,9 @@
 """The training run's typed configuration: one dataclass per section of the YAML file.
 
 A run is described completely by one `TrainConfig`; the trainer saves it as ``config.yaml`` in the run
-folder, so a run folder describes itself (STYLE.md point 2). Loading, ``--set key.sub=value`` overrides and
-the refusal of unknown keys are the shared loader's job (``videogen.config``); this module only declares
-the fields and checks the values that depend on each other.
+folder, so a run folder describes itself (as nanoGPT's ``GPTConfig`` and diffusers' ``ConfigMixin`` do).
+Loading, ``--set key.sub=value`` overrides and the refusal of unknown keys are the shared loader's job
+(``videogen.config``); this module only declares the fields and checks the values that depend on each other.
 """
 
 from __future__ import annotations
@@ -60,10 +60,10 @@ class ModelConfig:
     vae: Optional[str] = None  # VAE folder for a DiT run when `pretrained` is None (e.g. a VAE run's model/)
     text_encoder: Optional[str] = None  # folder with text_encoder/ + tokenizer/ when `pretrained` is None
     dit_init: Optional[str] = None  # model folder whose transformer starts a new DiT where names and shapes match
-    # (train.models.warm_start): a DiT moved to another VAE's latents keeps its blocks, relearns its patch in/out
+    # (train.components.warm_start): a DiT moved to another VAE's latents keeps its blocks, relearns its patch in/out
     latent_stats: Literal["keep", "measure"] = "keep"  # VAE runs: "measure" writes the trained VAE's own per-channel
     # latent mean/std into its config (what normalize() uses); "keep" leaves them (a fine-tuned Wan VAE must keep Wan's)
-    inflate_vae: bool = False  # VAE runs from a VAE trained on single frames: see train.models.inflate_temporal
+    inflate_vae: bool = False  # VAE runs from a VAE trained on single frames: see train.surgery.inflate_temporal
     freeze_encoder: bool = False  # VAE runs: train the decoder only, so latents (and a DiT trained on them) stay valid
     train_text_encoder: bool = False  # train the T5 too (the demo model trains its small T5 from scratch)
     max_text_length: int = 64  # tokens per caption (Wan uses 512; short captions need far fewer)

@@ -26,11 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from videogen.atomic import write_atomic
 from videogen.data.footage import BucketBatchSampler, FootageDataset, collate
 from videogen.errors import ConfigError, ResourceError
+from videogen.models.text import encode_states, tokenize
 from videogen.train.config import TrainConfig, parse_resolution
-from videogen.train.state import write_atomic
-from videogen.train.models import Components, encode_text, tokenize
+from videogen.train.components import Components
 
 
 class ShapesClips(torch.utils.data.Dataset):
@@ -248,7 +249,7 @@ def cache_text(captions: list[str], text_encoder, tokenizer, max_length: int, fo
 
     def compute(keys):
         tokens = tokenize(tokenizer, keys, max_length)
-        states = encode_text(text_encoder, tokens["input_ids"].to(device), tokens["attention_mask"].to(device))
+        states = encode_states(text_encoder, tokens["input_ids"].to(device), tokens["attention_mask"].to(device))
         lengths = tokens["attention_mask"].sum(dim=1).tolist()
         return {k: {"states": s[:n].float()} for k, s, n in zip(keys, states, lengths)}
 

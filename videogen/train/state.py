@@ -10,7 +10,10 @@ if it had never stopped:
 - ``state.json``: step and data position (epoch, batch).
 
 It is assembled in a hidden staging folder and renamed into place, so a crash mid-write never leaves a
-half checkpoint that ``--resume`` would pick; checkpoints beyond the newest K are then removed.
+half checkpoint that ``--resume`` would pick; checkpoints beyond the newest K are then removed. The staging
+folder is not `videogen.atomic.staged_folder`'s: every process writes its own ``rng-<rank>.pt`` into it
+between barriers, so its name must be one all processes know in advance (``.step-NNNNNNN.tmp``), and only the
+main process renames it, after the last barrier.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from pathlib import Path
 
 import torch
 
-from videogen import atomic
 from videogen.errors import InputError, ModelError
 from videogen.train.config import OptimConfig
 
@@ -89,16 +91,6 @@ class EMA:
 
 # ----------------------------------------------------------------------------------------- checkpoints
 
-
-def write_atomic(path: Path, write) -> Path:
-    """Create or replace ``path`` whole: ``write(tmp)`` fills a temporary file beside it, which then replaces it."""
-    tmp = atomic.reserve_temp(path)
-    try:
-        write(tmp)
-        atomic.publish(tmp, path, overwrite=True)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 PATTERN = re.compile(r"^step-(\d{7,})$")
 

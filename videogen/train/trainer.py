@@ -30,18 +30,12 @@ from videogen.train import state as ckpt
 from videogen.train.config import TrainConfig
 from videogen.train.data import BatchStream, build_dataset, cache_folder, prepare_cache, process_seed, text_batch
 from videogen.train.lora import add_lora, save_lora
-from videogen.train.models import (
-    Autoencoder,
-    fix_posterior_std,
-    inflate_temporal,
-    measure_latent_stats,
-    FlowModel,
-    encode_text,
-    load_components,
-    save_model_folder,
-    tokenize,
-    write_validation,
-)
+from videogen.models.text import encode_states, tokenize
+from videogen.train.components import load_components
+from videogen.train.export import measure_latent_stats, save_model_folder
+from videogen.train.modules import Autoencoder, FlowModel
+from videogen.train.surgery import fix_posterior_std, inflate_temporal
+from videogen.train.validation import write_validation
 from videogen.train.objectives import dit_loss, drop_captions, vae_loss
 from videogen.train.state import EMA, make_optimizer, make_scheduler
 
@@ -190,20 +184,7 @@ class Trainer:
         cfg, acc = self.cfg, self.accelerator
         self.dataset = build_dataset(cfg)  # first: a bad data folder fails before any model loads
         self.parts = load_components(cfg)
-        if cfg.task == "dit":
-            if cfg.mode == "lora":
-                add_lora(self.parts.dit, cfg.lora)
-            trained_text = self.parts.text_encoder if cfg.model.train_text_encoder else None
-            module = FlowModel(self.parts.dit, trained_text)
-        else:
-            if cfg.model.inflate_vae:
-                inflate_temporal(self.parts.vae)  # before any checkpoint is loaded: a resume overwrites it
-            if not cfg.objective.sample_posterior:
-                fix_posterior_std(self.parts.vae)
-            if cfg.model.freeze_encoder:  # the latents stay exactly what they were
-                for part in (self.parts.vae.encoder, self.parts.vae.quant_conv):
-                    part.requires_grad_(False)
-            module = Autoencoder(self.parts.vae, cfg.objective.sample_posterior)
+        module = self._trained_module()
         if cfg.train.gradient_checkpointing:
             (self.parts.dit or self.parts.vae).enable_gradient_checkpointing()
         if cfg.train.compile:
@@ -228,6 +209,22 @@ class Trainer:
         self.trainable = {n: p for n, p in self.module.named_parameters() if p.requires_grad}
         self.ema = EMA(self.trainable, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
         self.step = 0
+
+    def _trained_module(self) -> torch.nn.Module:
+        """The module the objective calls: `FlowModel` (with LoRA adapters in a LoRA run) or `Autoencoder`."""
+        cfg, parts = self.cfg, self.parts
+        if cfg.task == "dit":
+            if cfg.mode == "lora":
+                add_lora(parts.dit, cfg.lora)
+            return FlowModel(parts.dit, parts.text_encoder if cfg.model.train_text_encoder else None)
+        if cfg.model.inflate_vae:
+            inflate_temporal(parts.vae)  # before any checkpoint is loaded: a resume overwrites it
+        if not cfg.objective.sample_posterior:
+            fix_posterior_std(parts.vae)
+        if cfg.model.freeze_encoder:  # the latents stay exactly what they were
+            for part in (parts.vae.encoder, parts.vae.quant_conv):
+                part.requires_grad_(False)
+        return Autoencoder(parts.vae, cfg.objective.sample_posterior)
 
     # -------------------------------------------------------------------------------------- one step
 
@@ -256,8 +253,8 @@ class Trainer:
             return {"text_states": text_batch(self.text_cache, captions, cfg.model.max_text_length).to(device)}
         tokens = tokenize(self.parts.tokenizer, captions, cfg.model.max_text_length)
         with torch.no_grad():
-            states = encode_text(self.parts.text_encoder, tokens["input_ids"].to(device),
-                                 tokens["attention_mask"].to(device))
+            states = encode_states(self.parts.text_encoder, tokens["input_ids"].to(device),
+                                   tokens["attention_mask"].to(device))
         return {"text_states": states}
 
     def _loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
@@ -372,44 +369,48 @@ class Trainer:
         cfg, acc, start = self.cfg, self.accelerator, time.perf_counter()
         if self.resume:
             self.load_checkpoint(ckpt.find_resume(self.output))
-        samples, stats, late = 0, {"loss": float("nan")}, False
-        budget = cfg.train.max_minutes * 60
-        end = cfg.train.end_step
         log = RunLog(self.output, cfg, enabled=acc.is_main_process, resume_step=self.step if self.resume else None)
-        batches = iter(self.stream)
         self.model.train()
-        with self._signals(), log, tqdm(total=end, initial=self.step, desc="training", unit="step",
+        with self._signals(), log, tqdm(total=cfg.train.end_step, initial=self.step, desc="training", unit="step",
                                         disable=not self.show, dynamic_ncols=True) as bar:
-            while self.step < end:
-                stats = self._step(batches)
-                samples += stats["samples"] * acc.num_processes
-                rate = samples / max(time.perf_counter() - start, 1e-9)
-                bar.update(1)
-                bar.set_postfix(loss=f"{stats['loss']:.4f}", samples_s=f"{rate:.2f}")
-                if self.step % cfg.train.log_every == 0 or self.step == end:
-                    log.row(self.step, {**stats, "samples_per_s": rate})
-                if self.callback is not None:
-                    self.callback(self, self.step, stats)
-                stop, late = self._stopping(budget > 0 and time.perf_counter() - start > budget)
-                if stop:
-                    saved = self.save_checkpoint()
-                    raise TrainingInterrupted(f"stopped at step {self.step}; checkpoint {saved} "
-                                              f"(continue with --resume)")
-                if late:
-                    if self.show:
-                        bar.write(f"train.max_minutes ({cfg.train.max_minutes:g}) reached at step {self.step} of "
-                                  f"{cfg.train.max_steps}: exporting (--resume goes on)", file=sys.stderr)
-                    break
-                if self.step % cfg.train.checkpoint_every == 0 and self.step < end:
-                    self.save_checkpoint()
-                if cfg.train.validate_every and self.step % cfg.train.validate_every == 0:
-                    self._validate()
+            samples, stats, late = self._loop(bar, log, start)
         self.save_checkpoint()
         output = self._export()
         self._validate()
         seconds = time.perf_counter() - start
         return RunResult(self.step, stats["loss"], output, seconds, samples / max(seconds, 1e-9) if samples else 0.0,
                          out_of_time=late)
+
+    def _loop(self, bar, log: RunLog, start: float) -> tuple[int, dict, bool]:
+        """Step to the end (or the time budget): (samples seen, the last step's stats, out of time)."""
+        cfg, acc = self.cfg, self.accelerator
+        samples, stats, late = 0, {"loss": float("nan")}, False
+        budget, end = cfg.train.max_minutes * 60, cfg.train.end_step
+        batches = iter(self.stream)
+        while self.step < end:
+            stats = self._step(batches)
+            samples += stats["samples"] * acc.num_processes
+            rate = samples / max(time.perf_counter() - start, 1e-9)
+            bar.update(1)
+            bar.set_postfix(loss=f"{stats['loss']:.4f}", samples_s=f"{rate:.2f}")
+            if self.step % cfg.train.log_every == 0 or self.step == end:
+                log.row(self.step, {**stats, "samples_per_s": rate})
+            if self.callback is not None:
+                self.callback(self, self.step, stats)
+            stop, late = self._stopping(budget > 0 and time.perf_counter() - start > budget)
+            if stop:
+                saved = self.save_checkpoint()
+                raise TrainingInterrupted(f"stopped at step {self.step}; checkpoint {saved} (continue with --resume)")
+            if late:
+                if self.show:
+                    bar.write(f"train.max_minutes ({cfg.train.max_minutes:g}) reached at step {self.step} of "
+                              f"{cfg.train.max_steps}: exporting (--resume goes on)", file=sys.stderr)
+                break
+            if self.step % cfg.train.checkpoint_every == 0 and self.step < end:
+                self.save_checkpoint()
+            if cfg.train.validate_every and self.step % cfg.train.validate_every == 0:
+                self._validate()
+        return samples, stats, late
 
     # ---------------------------------------------------------------------------------------- outputs
 
