@@ -175,3 +175,32 @@ def test_as_a_process_the_quick_exit_keeps_the_output_and_the_report(tiny_wan_fo
     again = subprocess.run([sys.executable, "-m", "videogen", "generate", PROMPT, "--model", str(tiny_wan_folder), *FAST,
                             "-o", str(out)], capture_output=True, text=True)
     assert again.returncode == 2 and again.stderr.startswith("error: ") and again.stderr.count("\n") == 1
+
+
+def test_sizes_are_checked_against_the_models_own_geometry(tmp_path, capsys):
+    """The bundled model's tile is 8 pixels (a 4x VAE, 2x2 patches), not Wan2.1's 16: 72 is a size it takes."""
+    from videogen.bundled import default_model_path
+    from videogen.io import probe_video
+    from videogen.modelfolder import read_geometry
+
+    assert read_geometry(default_model_path()).pixel_multiple == 8
+    out = tmp_path / "72.mp4"
+    code = main(["generate", "a blue triangle moving up on a white background", "--height", "72", "--width", "72",
+                 "--frames", "5", "--steps", "2", "-o", str(out)])
+    assert code == 0
+    info = probe_video(out)
+    assert (info.frames, info.height, info.width) == (5, 72, 72)
+    assert main(["generate", PROMPT, "--height", "70", "-o", str(tmp_path / "70.mp4")]) == 2
+    assert "height 70 is not a multiple of 8: use 64 or 72" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["72.mp4"]
+
+
+def test_every_setting_has_its_flag_and_the_samplers_agree():
+    from videogen.cli import build_parser
+    from videogen.diffusion.sampling import SAMPLERS
+    from videogen.settings import SAMPLER_NAMES, Settings
+
+    generate = build_parser()._subparsers._group_actions[0].choices["generate"]
+    dests = {action.dest for action in generate._actions}
+    assert set(Settings.names()) - dests == {"frame_conditioning"}  # a property of the model, not a request
+    assert set(SAMPLER_NAMES) == set(SAMPLERS)

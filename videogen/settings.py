@@ -184,7 +184,7 @@ class Settings:
     frame_conditioning: bool = setting(False, "flag", "the model was trained with known frames at timestep 0, so "
                                        "tasks hold them that way (else: the training-free 'replace')")
     image_first: bool = setting(False, "flag", "sample the first frame alone, then the clip from it (models "
-                                "trained for it)", flag="--image-first", action="bool")
+                                "trained for it)", flag="--image-first", what="image_first", action="bool")
     image_guidance_scale: float | None = setting(None, "number", "guidance scale of --image-first's first frame "
                                                  "(default: --guidance)", flag="--image-guidance")
     image_guidance_interval: tuple[float, float] | None = setting(
