@@ -9,6 +9,7 @@ import torch
 
 from videogen.errors import InputError, ModelError, ResourceError
 from videogen import VideoPipeline
+from videogen.cli import main
 
 PROMPT = "a red circle moving left on a black background"
 SMALL = dict(negative_prompt="blurry, static", num_frames=9, height=32, width=48)  # latents (1, 16, 3, 4, 6)
@@ -196,6 +197,32 @@ def test_broken_folders_are_model_errors(tiny_wan_folder, tmp_path, how, message
     _break(folder, how)
     with pytest.raises(ModelError, match=message):
         VideoPipeline.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("entries, named", [
+    ({"transformer_2": ["diffusers", "WanTransformer3DModel"], "boundary_ratio": 0.875}, "boundary_ratio, transformer_2"),
+    ({"expand_timesteps": True}, "expand_timesteps"),
+    ({"image_encoder": ["transformers", "CLIPVisionModel"]}, "image_encoder"),
+])
+def test_a_folder_with_parts_we_do_not_run_is_refused_not_half_run(tiny_wan_folder, tmp_path, entries, named):
+    """Wan2.2 A14B (two experts), TI2V (per-token timesteps), Wan2.1 I2V (an image encoder): one line, no load."""
+    folder = _copy(tiny_wan_folder, tmp_path)
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, **entries}))
+    with pytest.raises(ModelError, match=f"cannot run this model as published: its {named} (is|are) not supported"):
+        VideoPipeline.from_pretrained(folder)
+    assert main(["generate", PROMPT, "--model", str(folder), "-o", str(tmp_path / "x.mp4")]) == 2
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_saved_folder_is_an_ordinary_folder(pipe, tmp_path):
+    import os
+
+    folder = pipe.save_pretrained(tmp_path / "saved")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~mask  # not mkdtemp's private 0700
+    assert "seed" not in json.loads((folder / "videogen.json").read_text())  # no seed of its own: random
 
 
 def test_missing_folder(tmp_path):

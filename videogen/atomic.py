@@ -93,9 +93,16 @@ def staged_folder(folder: Path, *, overwrite: bool = False) -> Iterator[Path]:
         raise InputError(f"folder {folder.parent} does not exist")
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's folder is private; the result is an ordinary folder
         yield staging
         if folder.exists():
             shutil.rmtree(folder)
         staging.rename(folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -30,6 +30,10 @@ from videogen.settings import Geometry, Settings
 
 COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
 DEFAULTS_FILE = "videogen.json"
+KNOWN_ENTRIES = ("videogen",)  # model_index.json entries that are no component: our generation defaults
+# Any other entry that is set (not null, false or [null, null]) is a part or a mode we do not run -- Wan2.2's
+# second expert (transformer_2, boundary_ratio), per-token timesteps (expand_timesteps), Wan2.1 I2V's image
+# encoder -- and the folder is refused rather than run without it.
 # the class names diffusers' WanPipeline expects in model_index.json and in each config.json
 DIFFUSERS_NAMES = {"transformer": "WanTransformer3DModel", "vae": "AutoencoderKLWan"}
 
@@ -61,6 +65,11 @@ def check_folder(folder: Path) -> dict:
     missing = [f"{name}/" for name in COMPONENTS if not (folder / name).is_dir()]
     if missing:
         raise ModelError(f"model folder {folder} is incomplete: {', '.join(missing)} missing")
+    extra = [name for name, value in index.items() if not name.startswith("_") and name not in COMPONENTS
+             and name not in KNOWN_ENTRIES and value not in (None, False, [None, None])]
+    if extra:  # a part the pipeline would leave out: never run a model half as published
+        raise ModelError(f"{folder}: videogen cannot run this model as published: its {', '.join(extra)} "
+                         f"{'is' if len(extra) == 1 else 'are'} not supported (it runs {', '.join(COMPONENTS)})")
     return index
 
 
@@ -182,7 +191,8 @@ def write_components(folder: Path, *, text_encoder, vae, transformer, scheduler,
         "vae": ["diffusers", DIFFUSERS_NAMES["vae"]],
     }
     (folder / "model_index.json").write_text(json.dumps(index, indent=2))
-    (folder / DEFAULTS_FILE).write_text(json.dumps(defaults.to_dict(), indent=2))
+    values = {k: v for k, v in defaults.to_dict().items() if not (k == "seed" and v is None)}
+    (folder / DEFAULTS_FILE).write_text(json.dumps(values, indent=2))
 
 
 def label_diffusers_classes(folder: Path) -> None:
