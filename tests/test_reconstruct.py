@@ -8,6 +8,7 @@ import torch
 
 from videogen.cli import main
 from videogen.io import probe_video, read_video, write_video
+from videogen.modelfolder import load_vae
 from videogen.models.vae import CausalVideoVAE
 from videogen.frames import to_uint8
 from videogen.metrics import psnr_from_mse
@@ -46,7 +47,7 @@ def test_reconstruct_streams_and_measures_what_a_parallel_pass_gives(vae_folder,
 
     # the same numbers from a plain parallel encode + decode of the same frames
     frames = read_video(clip_path).frames[:9, :, 2:34]  # (9, 40, 32, 3)
-    vae = CausalVideoVAE.from_folder(vae_folder).eval()
+    vae = load_vae(vae_folder).eval()
     x = torch.from_numpy(frames).float().permute(3, 0, 1, 2) / 127.5 - 1  # (3, 9, 40, 32)
     out = to_uint8(round_trip(vae, x))
     mse = float(((frames.astype(np.float64) - out) ** 2).mean())

@@ -9,6 +9,7 @@ from diffusers import AutoencoderKLWan
 
 from videogen.errors import ConfigError, InputError, ModelError
 from videogen.models.vae_blocks import StreamCache
+from videogen.modelfolder import load_vae
 from videogen.models.vae import CausalVideoVAE, DiagonalGaussian, Tiling, axis_spans, ramp
 
 TINY = dict(
@@ -190,19 +191,19 @@ def test_our_save_loads_in_diffusers(models, tmp_path):
 def test_diffusers_save_loads_in_ours(models, tmp_path):
     ref, _ = models
     ref.save_pretrained(tmp_path / "vae")
-    loaded = CausalVideoVAE.from_folder(tmp_path).eval()  # a model folder holding vae/
+    loaded = load_vae(tmp_path).eval()  # a model folder holding vae/
     x = clip(5)
     with torch.no_grad():
         assert relative_error(loaded.encode(x).mean, ref.encode(x).latent_dist.mean) < 1e-4
     assert loaded.config.latents_std == TINY["latents_std"]
 
 
-def test_from_folder_errors_name_the_folder(tmp_path):
+def test_load_vae_errors_name_the_folder(tmp_path):
     with pytest.raises(ModelError, match="not a VAE folder"):
-        CausalVideoVAE.from_folder(tmp_path)
+        load_vae(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKLWan", **TINY}))
     with pytest.raises(ModelError, match=str(tmp_path.name)):
-        CausalVideoVAE.from_folder(tmp_path)  # config but no weights
+        load_vae(tmp_path)  # config but no weights
 
 
 # -------------------------------------------------------------------------------------------- tiling

@@ -55,12 +55,12 @@ def reconstruct(
     from tqdm.auto import tqdm
 
     from videogen.io import VideoWriter, probe_video
-    from videogen.models.vae import CausalVideoVAE
+    from videogen.modelfolder import load_vae
 
     start = time.perf_counter()
     info = probe_video(input_path)
     writer = VideoWriter(output_path, info.fps, overwrite=overwrite)  # refuses an existing target up front
-    vae = CausalVideoVAE.from_folder(model).eval()
+    vae = load_vae(model).eval()
     frames, crop, notices = _plan(info, vae.temporal_compression, vae.spatial_compression)
     pending: deque[np.ndarray] = deque()  # input frames read but not yet compared with their decode
     chunks = _input_chunks(input_path, frames, crop, pending, vae.dtype)

@@ -124,10 +124,10 @@ def vae_psnr(model: Path, out: Path, *, clips: int, seed: int, num_frames: int, 
     from videogen.data.shapes import render, sample_spec
     from videogen.frames import to_pixels, to_uint8
     from videogen.io import write_video
-    from videogen.models.vae import CausalVideoVAE
+    from videogen.modelfolder import load_vae
     from videogen.reconstruct import reconstruct, round_trip
 
-    vae = CausalVideoVAE.from_folder(model).eval()
+    vae = load_vae(model).eval()
     rng = np.random.default_rng(seed)
     folder = out / "vae"
     folder.mkdir(parents=True, exist_ok=True)

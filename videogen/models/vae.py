@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path
 
 import math
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
-from videogen.errors import ConfigError, InputError, ModelError
+from videogen.errors import ConfigError, InputError
 from videogen.models.config import as_own_class
 from videogen.models.vae_blocks import CausalConv3d, Decoder, Encoder, StreamCache
 
@@ -151,19 +150,6 @@ class CausalVideoVAE(ModelMixin, ConfigMixin):
     @property
     def latent_channels(self) -> int:
         return self.config.z_dim
-
-    @classmethod
-    def from_folder(cls, folder: str | Path, **kwargs) -> CausalVideoVAE:
-        """Load a VAE folder, or the ``vae/`` of a model folder; a ModelError names what is missing."""
-        folder = Path(folder)
-        if (folder / "vae" / "config.json").is_file():
-            folder = folder / "vae"
-        if not (folder / "config.json").is_file():
-            raise ModelError(f"{folder}: not a VAE folder (no config.json here or in vae/)")
-        try:
-            return cls.from_pretrained(folder, **kwargs)
-        except (OSError, ValueError, KeyError) as e:
-            raise ModelError(f"{folder}: cannot load the VAE ({str(e).splitlines()[0]})") from e
 
     # ------------------------------------------------------------------------------------------ scaling
 
