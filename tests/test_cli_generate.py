@@ -185,8 +185,8 @@ def test_sizes_are_checked_against_the_models_own_geometry(tmp_path, capsys):
 
     assert read_geometry(default_model_path()).pixel_multiple == 8
     out = tmp_path / "72.mp4"
-    code = main(["generate", "a blue triangle moving up on a white background", "--height", "72", "--width", "72",
-                 "--frames", "5", "--steps", "2", "-o", str(out)])
+    code = main(["generate", "a blue triangle moving up on a white background", "--height", "72",
+                 "--width", "72", "--frames", "5", "--steps", "2", "-o", str(out)])
     assert code == 0
     info = probe_video(out)
     assert (info.frames, info.height, info.width) == (5, 72, 72)

@@ -256,7 +256,8 @@ def test_generate_cli_image_first_flag(pipe, tiny_wan_folder, tmp_path, monkeypa
     original = type(pipe).generate
 
     def generate(self, prompt, **kw):
-        seen.append((kw.get("image_first"), kw.get("image_guidance_scale"), kw.get("image_first_frames")))  # unset: absent
+        # an unset setting is absent: the folder's default applies
+        seen.append((kw.get("image_first"), kw.get("image_guidance_scale"), kw.get("image_first_frames")))
         return original(self, prompt, **kw)
 
     monkeypatch.setattr(type(pipe), "generate", generate)

@@ -200,7 +200,8 @@ def test_broken_folders_are_model_errors(tiny_wan_folder, tmp_path, how, message
 
 
 @pytest.mark.parametrize("entries, named", [
-    ({"transformer_2": ["diffusers", "WanTransformer3DModel"], "boundary_ratio": 0.875}, "boundary_ratio, transformer_2"),
+    ({"transformer_2": ["diffusers", "WanTransformer3DModel"], "boundary_ratio": 0.875},
+     "boundary_ratio, transformer_2"),
     ({"expand_timesteps": True}, "expand_timesteps"),
     ({"image_encoder": ["transformers", "CLIPVisionModel"]}, "image_encoder"),
 ])

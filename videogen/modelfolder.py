@@ -108,6 +108,11 @@ def read_geometry(folder: Path) -> Geometry:
         raise ModelError(f"{folder}: unreadable VAE or transformer config ({e})") from None
 
 
+def read_scheduler_config(folder: Path) -> dict:
+    """The folder's ``scheduler/scheduler_config.json``."""
+    return read_json(Path(folder) / "scheduler" / "scheduler_config.json")
+
+
 def default_scheduler_config(shift: float = 3.0) -> dict:
     """Wan2.1's scheduler (UniPC in flow mode), for a model trained from scratch."""
     return {"_class_name": "UniPCMultistepScheduler", "prediction_type": "flow_prediction",
@@ -136,20 +141,26 @@ def load_vae(folder: str | Path, dtype: torch.dtype | None = None):
     return load_model(CausalVideoVAE, component_folder(folder, "vae"), dtype)
 
 
+def load_text_encoder(folder: Path, dtype: torch.dtype | None = None):
+    """The folder's text encoder and tokenizer as one `videogen.models.text.TextEncoder`."""
+    from videogen.models.text import TextEncoder
+
+    return TextEncoder.from_pretrained(Path(folder) / "tokenizer", Path(folder) / "text_encoder", dtype=dtype)
+
+
 def load_components(folder: Path, dtype: torch.dtype | None = None) -> dict:
     """Everything a pipeline is made of, from a folder: ``text_encoder``, ``vae``, ``transformer``,
     ``scheduler_config`` and ``defaults``. dtype applies to the transformer and the text encoder; the VAE
     stays in fp32, as Wan recommends (its decoder is sensitive to bf16)."""
     from videogen.models.dit import VideoDiT
-    from videogen.models.text import TextEncoder
     from videogen.models.vae import CausalVideoVAE
 
     folder = Path(folder)
     index = check_folder(folder)
     return dict(
         defaults=read_defaults(folder, index),
-        scheduler_config=read_json(folder / "scheduler" / "scheduler_config.json"),
-        text_encoder=TextEncoder.from_pretrained(folder / "tokenizer", folder / "text_encoder", dtype=dtype),
+        scheduler_config=read_scheduler_config(folder),
+        text_encoder=load_text_encoder(folder, dtype),
         transformer=load_model(VideoDiT, folder / "transformer", dtype),
         vae=load_model(CausalVideoVAE, folder / "vae", torch.float32),
     )

@@ -7,7 +7,6 @@ take over a trained one's blocks (`warm_start`). New weights are drawn from the 
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import torch
 
 from videogen.errors import ModelError
-from videogen.modelfolder import component_folder, default_scheduler_config
+from videogen.modelfolder import component_folder, default_scheduler_config, load_text_encoder, read_scheduler_config
 from videogen.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -53,10 +52,7 @@ def build_text_encoder(cfg: TrainConfig):
 
     source = cfg.model.text_encoder or cfg.model.pretrained
     if source is not None:
-        from videogen.models.text import TextEncoder
-
-        folder = Path(source)
-        loaded = TextEncoder.from_pretrained(folder / "tokenizer", folder / "text_encoder")
+        loaded = load_text_encoder(Path(source))
         return loaded.encoder.requires_grad_(cfg.model.train_text_encoder), loaded.tokenizer
     tokenizer = ByT5Tokenizer()  # byte-level: no vocabulary file to ship
     t = cfg.model.text
@@ -132,8 +128,7 @@ def load_components(cfg: TrainConfig) -> Components:
 
 def scheduler_config(cfg: TrainConfig) -> dict:
     """The base folder's scheduler, or Wan2.1's at the validation shift for a model trained from scratch."""
-    if cfg.model.pretrained is not None:
-        file = Path(cfg.model.pretrained) / "scheduler" / "scheduler_config.json"
-        if file.is_file():
-            return json.loads(file.read_text())
+    base = None if cfg.model.pretrained is None else Path(cfg.model.pretrained)
+    if base is not None and (base / "scheduler" / "scheduler_config.json").is_file():
+        return read_scheduler_config(base)
     return default_scheduler_config(cfg.validation.shift)
