@@ -1,9 +1,7 @@
 """Video I/O speed and quality, videogen.io side by side with diffusers in one run.
 
-Writing: `videogen.io.write_video` against diffusers' `encode_video` (PyAV + libx264, its default CRF 23), on
-the same frames, at the same CRF and at our default CRF 18; reported: wall time (median of --repeats), file
-size and PSNR of the decoded result. Reading: `read_video` on the MP4 against a plain PyAV decode loop, and on
-a GIF against diffusers' `load_video` (Pillow; its MP4 path needs imageio-ffmpeg, not installed here).
+Writing: `write_video` against diffusers' `encode_video` (libx264, CRF 23) at CRF 23 and 18: median wall time,
+size, PSNR. Reading: `read_video` against a plain PyAV loop (MP4) and diffusers' `load_video` (GIF).
 
     python tools/bench_io.py --frames 33 --height 480 --width 832
 """

@@ -1,15 +1,13 @@
 """The networks side by side with diffusers, on the same random weights and inputs, as ratios ours / diffusers.
 
-- ``dit``: `VideoDiT` against `WanTransformer3DModel`: forward and forward + backward time (best of the
-  repeats, wall and process CPU time), and the outputs' largest relative difference;
-- ``vae``: `CausalVideoVAE` against `AutoencoderKLWan`: encode + decode time (our parallel and streaming paths),
-  a training step (forward + backward of encode + decode, MSE), and the peak memory of a streaming decode at
-  17, 33 and 81 frames, each in a fresh process (peak RSS growth, glibc ``MALLOC_MMAP_THRESHOLD_=65536`` so
-  freed tensors leave the resident set);
-- ``attention``: one attention call over ``--attn-tokens`` tokens per backend that can run here, each in a
-  fresh process: peak memory above the inputs (CPU: VmHWM; CUDA: ``max_memory_allocated``) and time.
+- ``dit``: `VideoDiT` against `WanTransformer3DModel`: forward and forward + backward time, and the outputs'
+  largest relative difference;
+- ``vae``: `CausalVideoVAE` against `AutoencoderKLWan`: encode + decode (our parallel and streaming paths), a
+  training step (MSE), and the peak memory of a streaming decode at 17, 33 and 81 frames, each in a fresh
+  process (glibc ``MALLOC_MMAP_THRESHOLD_=65536``, so freed tensors leave the resident set);
+- ``attention``: one call over ``--attn-tokens`` tokens per backend that runs here, each in a fresh process.
 
-Timings alternate ours and diffusers within each repeat, so a shared machine's load hits both alike.
+Times and peaks as `videogen.eval.measure` takes them (best of alternating repeats; growth above the start).
 
     python tools/bench_models.py dit --threads 1          # mid-size DiT, ~7 min on 2 shared cores
     python tools/bench_models.py vae attention
@@ -21,42 +19,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's videogen
 
+from videogen.eval.measure import best_of, peak_growth  # noqa: E402
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MID_DIT = dict(num_attention_heads=8, attention_head_dim=64, ffn_dim=2048, num_layers=4, text_dim=4096, freq_dim=256)
 MID_VAE = dict(base_dim=32, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, temperal_downsample=[False, True, True])
-
-
-def timed(fn, device: torch.device) -> tuple[float, float]:
-    """Wall and process CPU seconds of one call."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    wall, cpu = time.perf_counter(), time.process_time()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
-def compare(fns: dict, repeats: int, device: torch.device, grad: bool = False) -> dict[str, tuple[float, float]]:
-    """Best (wall, cpu) seconds of each function: one warm-up each, then repeats in alternating order."""
-    times = {name: [] for name in fns}
-    with torch.set_grad_enabled(grad):
-        for fn in fns.values():
-            fn()
-        for r in range(repeats):
-            for name in list(fns) if r % 2 == 0 else list(reversed(fns)):
-                times[name].append(timed(fns[name], device))
-    return {name: (min(t[0] for t in ts), min(t[1] for t in ts)) for name, ts in times.items()}
 
 
 def rows(label: str, result: dict, reference: str = "diffusers") -> list[str]:
@@ -93,8 +68,8 @@ def bench_dit(a) -> list[str]:
         diff = ((fwd["ours"]().float() - fwd["diffusers"]().float()).abs().max() / fwd["diffusers"]().abs().max())
     both = {"ours": lambda: backward("ours", ours), "diffusers": lambda: backward("diffusers", reference)}
     return [f"DiT {config}, latents {a.latent}, text {a.text_len}; outputs differ by {diff.item():.1e} (relative)",
-            *rows("forward", compare(fwd, a.repeats, device)),
-            *rows("forward + backward", compare(both, a.repeats, device, True))]
+            *rows("forward", best_of(fwd, a.repeats, device)),
+            *rows("forward + backward", best_of(both, a.repeats, device, grad=True))]
 
 
 def vae_pair():
@@ -123,8 +98,8 @@ def bench_vae(a) -> list[str]:
              "diffusers": lambda: train(ref, lambda: ref.decode(ref.encode(x).latent_dist.mode()).sample)}
     cpu = torch.device("cpu")
     lines = [f"VAE {MID_VAE}, input 1 x 3 x 17 x {a.size} x {a.size}",
-             *rows("encode + decode", compare(infer, a.repeats, cpu)),
-             *rows("training step", compare(steps, a.repeats, cpu, True)), "",
+             *rows("encode + decode", best_of(infer, a.repeats, cpu)),
+             *rows("training step", best_of(steps, a.repeats, cpu, grad=True)), "",
              f"| streaming decode at {a.memory_size}px, frames | ours (MiB) | diffusers (MiB) | ratio |",
              "|---|---|---|---|"]
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
@@ -141,23 +116,6 @@ def worker(args: list[str], env=None) -> dict:
     if done.returncode != 0:
         return {"skipped": (done.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def rss_kib(field: str) -> int:
-    return int(re.search(rf"^{field}:\s+(\d+)", Path("/proc/self/status").read_text(), re.MULTILINE).group(1))
-
-
-def peak_of(fn, device: torch.device) -> dict:
-    """Run ``fn`` once; its time and the memory it added at its peak (the mark reset just before)."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-    else:
-        Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark (VmHWM) to the current RSS
-        base = rss_kib("VmRSS") * 1024
-    seconds = timed(fn, device)[0]
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss_kib("VmHWM") * 1024
-    return {"peak_mib": (peak - base) / 2**20, "seconds": seconds}
 
 
 def run_worker(a) -> None:
@@ -185,14 +143,16 @@ def bench_attention(a) -> list[str]:
     lines = [f"attention over {a.attn_tokens} tokens, {a.attn_heads} heads x {a.attn_dim}, {a.device} {a.dtype}",
              "| backend | forward (MiB) | forward (s) | forward + backward (MiB) | forward + backward (s) |",
              "|---|---|---|---|---|"]
-    flags = [f"--device={a.device}", f"--dtype={a.dtype}", f"--attn-tokens={a.attn_tokens}"]
+    flags = [f"--{k}={getattr(a, k.replace('-', '_'))}" for k in ("device", "dtype", "attn-tokens", "attn-heads",
+                                                                  "attn-dim")]
     for name, problem in available_backends(torch.empty(1, device=a.device)).items():
-        if problem is None and name == "math" and a.attn_tokens > 8192:
-            problem = "O(L^2) scores; spared the shared machine"
-        runs = [worker([*flags, "--backend", name, *b]) for b in ([], ["--backward"])] if not problem else []
-        cells = runs or [{"skipped": problem}] * 2
-        cells = [f"not run: {c['skipped']} | -" if "skipped" in c else f"{c['peak_mib']:.0f} | {c['seconds']:.2f}"
-                 for c in cells]
+        cells = []
+        for backward in (False, True):
+            big = backward and name == "math" and a.attn_tokens > 8192  # O(L^2) saved activations: spare the machine
+            skip = problem or ("O(L^2) saved activations" if big else None)
+            c = {"skipped": skip} if skip else worker([*flags, "--backend", name, *(["--backward"] * backward)])
+            cells.append(f"not run: {c['skipped']} | -" if skip or "skipped" in c else
+                         f"{c['peak_mib']:.0f} | {c['seconds']:.2f}")
         lines.append(f"| {name} | {' | '.join(cells)} |")
     return lines
 
@@ -209,9 +169,8 @@ def main(argv=None) -> None:
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is steadiest on a shared machine)")
-    p.add_argument("--attn-tokens", type=int, default=16384)
-    p.add_argument("--attn-heads", type=int, default=2)
-    p.add_argument("--attn-dim", type=int, default=64)
+    for name, default in (("tokens", 16384), ("heads", 2), ("dim", 64)):
+        p.add_argument(f"--attn-{name}", type=int, default=default, help="attention: the call's shape")
     p.add_argument("--backend", help=argparse.SUPPRESS)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--decode", nargs=2, help=argparse.SUPPRESS)
@@ -225,6 +184,11 @@ def main(argv=None) -> None:
     print("| measure | wall (s) | cpu (s) | ratio, wall | ratio, cpu |\n|---|---|---|---|---|")
     for part in a.parts:
         print("\n".join({"dit": bench_dit, "vae": bench_vae, "attention": bench_attention}[part](a)) + "\n")
+
+
+def peak_of(fn, device) -> dict:
+    _, seconds, peak = peak_growth(fn, device)
+    return {"peak_mib": peak / 2**20, "seconds": seconds}
 
 
 if __name__ == "__main__":

@@ -1,15 +1,11 @@
 """Training throughput: videogen's trainer beside a plain diffusers training loop, in one run.
 
-Both train the same random Wan2.1-layout model (`videogen.testing`'s builder; the demo-model sizes unless
---size says otherwise) on the same 64x64x17 clips, batch for batch:
+The same random Wan2.1-layout model (`videogen.testing`; demo-model sizes) on the same 64x64x17 clips:
 
-- **diffusers loop**: what a script built on diffusers' classes does each step -- AutoencoderKLWan encode,
-  UMT5 encode, WanTransformer3DModel forward + backward, AdamW; timed here, best of --repeats rounds;
-- **videogen**: `videogen.train.trainer.train` runs (latents and text states cached once, sampled per step),
-  full and LoRA (rank 16), and VAE training (L1 + SSIM + KL) on 9- and 17-frame clips: the trainer's own
-  samples/s over its steps (the cache is filled before they start).
-
-Prints a markdown table of samples/s (higher is better) and ratios videogen / diffusers (above 1: faster).
+- **diffusers loop**: AutoencoderKLWan and UMT5 encode, WanTransformer3DModel forward + backward, AdamW, every
+  step; best of --repeats rounds;
+- **videogen**: `videogen.train.trainer.train` runs (latents and text cached once), full and LoRA (rank 16), and
+  VAE training on 9- and 17-frame clips: the trainer's own samples/s over its steps.
 
     python tools/bench_train.py                      # demo sizes, batch 4, ~10 min on a shared 2-core CPU
     python tools/bench_train.py --repeats 1 --steps 2  # quicker, noisier
@@ -34,13 +30,6 @@ SIZES = {  # proposed demo-model sizes (configs/demo-*.yaml), and a tiny smoke-t
                  dit_ffn_dim=1024, vae_base_dim=16, vae_dim_mult=[1, 2, 2, 2]),
     "tiny": dict(),
 }
-
-
-def build_folder(folder: Path, sizes: dict) -> Path:
-    """A random Wan2.1-T2V folder of the given sizes (videogen.testing's builder, via diffusers' WanPipeline)."""
-    from videogen.testing import TinyWanConfig, build_tiny_wan_folder
-
-    return build_tiny_wan_folder(folder, TinyWanConfig(**sizes))
 
 
 def make_clips(folder: Path, count: int) -> Path:
@@ -140,7 +129,9 @@ def main(argv=None) -> int:
     s = SIZES[args.size]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model, clips = build_folder(tmp / "model", s), make_clips(tmp / "clips", args.batch)
+        from videogen.testing import TinyWanConfig, build_tiny_wan_folder
+
+        model, clips = build_tiny_wan_folder(tmp / "model", TinyWanConfig(**s)), make_clips(tmp / "clips", args.batch)
         reference = diffusers_rate(diffusers_loop(model, clips, args.batch), args.batch, args.repeats, args.steps)
         rates = {"diffusers loop: DiT full (VAE + T5 every step)": reference}
         for mode in ("full", "lora"):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's videogen
 
+from videogen.bundled import default_model_path  # noqa: E402
 from videogen.errors import VideogenError  # noqa: E402
 from videogen.eval.parts import corner_spec, evaluate_parts, markdown  # noqa: E402, F401  (tests/test_demo.py)
 
@@ -37,8 +38,6 @@ def parse_args(argv):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        from videogen.bundled import default_model_path
-
         model = (args.model or default_model_path()).resolve()
         result = evaluate_parts(model, t2i=args.t2i, i2v=args.i2v, word=args.word, new_frames=args.new_frames,
                                 seed=args.seed, num_steps=args.steps, guidance_scale=args.guidance, shift=args.shift)

@@ -4,8 +4,7 @@
 
     python tools/eval_shapes.py --out runs/eval-shapes               # the bundled model, 72 captions
     python tools/eval_shapes.py --model DIR --out /tmp/e --quick     # 6 captions, 2 PSNR clips
-    python tools/eval_shapes.py --caption "a yellow triangle moving up on a gray background" --repeat 8 \\
-        --lora runs/my-lora/lora.safetensors --out /tmp/l                # one caption, 8 seeds, with a LoRA
+    python tools/eval_shapes.py --caption "a red circle moving up on a gray background" --repeat 8 --lora L.safetensors
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's videogen
 
+from videogen.bundled import default_model_path  # noqa: E402
 from videogen.errors import VideogenError  # noqa: E402
 from videogen.eval.adherence import captions, evaluate, is_heldout, judge, markdown, vae_psnr  # noqa: E402, F401
 
@@ -38,8 +38,6 @@ def parse_args(argv):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        from videogen.bundled import default_model_path
-
         model = (args.model or default_model_path()).resolve()
         prompts = [c for c in (args.caption or captions(args.quick)) for _ in range(args.repeat)]
         result = evaluate(model, args.out, prompts, timed=args.timed, seed=args.seed, loras=args.lora,

@@ -13,6 +13,7 @@ import json
 import platform
 import sys
 import tempfile
+from dataclasses import fields
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's videogen
@@ -47,8 +48,7 @@ def main(argv=None) -> int:
             args.model = build_tiny_wan_folder(Path(tmp) / "tiny")
         if args.model is None:
             raise SystemExit("error: pass --model FOLDER or --tiny")
-        opts = TaskOptions(args.model, args.size, args.window, args.new_frames, args.fps, args.steps, args.method,
-                           args.device, args.seed)
+        opts = TaskOptions(**{f.name: getattr(args, f.name) for f in fields(TaskOptions)})
         results = evaluate_tasks(opts, args.cases, Path(tmp) / "work")
     results["machine"] = f"{platform.machine()} {platform.processor() or ''}".strip()
     results["settings"] = {k: str(v) for k, v in vars(args).items()}

@@ -1,16 +1,11 @@
 """Train the bundled demo model from nothing, in one command, and assemble the shipped folder (issue 7).
 
-Every stage is a `videogen.train.trainer.train` run of a config in configs/ (its header says what the stage is
-for) with a fixed seed, into ``RUNS/demo-NAME``; ``X-more`` / ``-polish`` continue the stage before them from its
-newest checkpoint to a later step. In order: (1) the 8x VAE (``vae-images``, ``vae``); (2) the DiT and T5 on its
-latents (``dit``, ``dit-more``); with ``--vae4``, (3) a 4x VAE, its decoder alone (the latents stay the same) and
-the DiT moved onto it (``vae4-*``, ``dit4``, ``dit4-more``); with ``--p2`` (the shipped model), (4) that model
-assembled into ``RUNS/demo-model-4x`` and six patch-2 DiT stages on it, each from the one before's DiT
-(`P2_STAGES`), the last two averaged (`P2_MEAN`); (5) the last model copied into ``--assets`` with demo defaults
-(`P2_SAMPLING`), in float16 if float32 exceeds ``--max-mb``, with ``TRAINING.md`` and ``training.json``.
-
-A stage with a checkpoint resumes from it and a finished one is skipped, so after an interruption run the same
-command again; wall time is summed per stage in ``RUNS/train_demo.json``.
+Every stage trains a config of configs/ (whose header says what the stage is for) into ``RUNS/demo-NAME``;
+``-more`` / ``-polish`` stages continue the one before from its newest checkpoint. (1) the 8x VAE; (2) the DiT and
+T5 on it; with ``--vae4``, (3) a 4x VAE, its decoder alone, and the DiT moved onto it; with ``--p2`` (the shipped
+model), (4) six patch-2 DiT stages on (3)'s model, each from the one before's DiT, the last two averaged; (5) the
+last model into ``--assets`` with demo defaults, in float16 past ``--max-mb``, with TRAINING.md and training.json.
+A stage with a checkpoint resumes and a finished one is skipped: after an interruption, run the command again.
 
     python tools/train_demo.py --p2       # the shipped model: ~18.5 h on a 2-core CPU (TRAINING.md has each stage's)
     python tools/train_demo.py --vae4     # stages 1-3, ~9.5 h
@@ -42,18 +37,14 @@ VAE4_STAGES = ("vae4-images", "vae4", "vae4-decoder", "vae4-decoder-more", "vae4
                "dit4-more")  # with --vae4
 P2_STAGES = ("dit4p2-t2i", "dit4p2-if", "dit4p2-pos", "dit4p2-pos2", "dit4p2-pos3", "dit4p2-noise")  # with --p2
 P2_CONFIGS = ("demo-dit4-t2i-p2.yaml", "demo-dit4-p2-imagefirst.yaml") + ("demo-dit4-p2-position.yaml",) * 4
-# After stage dit, swapping the colour word raised the loss by 16% at sigma 0.9, the direction word by 1%: the
-# text decides a clip at high noise, where the model was weakest. Shift 2 moves the median training sigma to 0.67.
-DIT_MORE = ["objective.shift=2.0"]
-# The p2 stages' end steps: where the time-budgeted runs they reproduce stopped (t2i, if, pos, pos2), the end of
-# a cosine decay over 3,000 steps to a tenth of the rate (pos3), and 600 steps at 2e-4 on 12,000 clips with the
-# training noise shifted as the sampler's (noise). The runs before pos3 kept the peak rate (max_steps 100000).
+DIT_MORE = ["objective.shift=2.0"]  # the text decides a clip at high noise, where stage dit was weakest
+# The p2 stages' end steps: where the time-budgeted runs they reproduce stopped (t2i to pos2, at the peak rate),
+# the end of a cosine decay to a tenth (pos3), 600 steps at 2e-4 on 12,000 clips at the sampler's noise (noise).
 P2_STEPS = {"t2i": 3887, "if": 3550, "pos": 2486, "pos2": 3773, "pos3": 3000, "noise": 600}
 P2_POS3 = ["train.max_steps=3000"]
 P2_NOISE = ["train.max_steps=600", "optim.lr=2.0e-4", "data.shapes_samples=12000", "objective.shift=3.0"]
 P2_MEAN = ("dit4p2-pos3", "dit4p2-noise")  # the stages whose DiT weights are averaged into the shipped one
-# Guidance only at high noise, where the first frame's place and the motion are decided (at low noise it rounds
-# the squares' corners); the first frame drawn with the next four, so it leaves the object room to move.
+# Guidance only at high noise (at low noise it rounds squares); the first frame drawn with the next four
 P2_SAMPLING = {"guidance_interval": [0.85, 1.0], "image_guidance_interval": [0.5, 1.0], "image_first_frames": 5}
 RECORD_FILE = "train_demo.json"
 WEIGHTS = "*.safetensors"
@@ -78,7 +69,7 @@ class StageRecord:
 
 @dataclass
 class Recipe:
-    """The command line and the record: what every stage needs to run."""
+    """The command line and the record: what every stage needs."""
 
     args: argparse.Namespace
     runs: Path
@@ -94,8 +85,7 @@ class Recipe:
 
 def newest_checkpoint(run: Path) -> Path | None:
     """The run folder's newest complete checkpoint (``checkpoints/step-NNNNNNN``; staging folders are hidden)."""
-    found = sorted(p for p in (run / "checkpoints").glob("step-*") if p.is_dir())
-    return found[-1] if found else None
+    return max((p for p in (run / "checkpoints").glob("step-*") if p.is_dir()), default=None)
 
 
 def checkpoint_step(run: Path) -> int | None:
@@ -335,14 +325,10 @@ def write_training_record(target: Path, record: dict[str, StageRecord], facts: d
              "|---|---|---:|---:|---:|---:|---:|---|"]
     for name, r in record.items():
         terms = ", ".join(f"{k} {v:.4g}" for k, v in sorted(r.final_terms.items())) or "-"
+        losses = " | ".join("-" if v is None else f"{v:.4f}" for v in (r.final_loss, r.final_loss_mean))
         lines.append(f"| {name} | `{Path(r.config).name}` {' '.join(r.overrides)} | {r.steps} | "
-                     f"{r.seconds / 60:.1f} min | {r.invocations} | {num(r.final_loss)} | "
-                     f"{num(r.final_loss_mean)} | {terms} |")
+                     f"{r.seconds / 60:.1f} min | {r.invocations} | {losses} | {terms} |")
     (target / "TRAINING.md").write_text("\n".join(lines) + "\n")
-
-
-def num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
 
 
 def parse_args(argv: list[str]):

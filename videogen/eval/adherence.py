@@ -64,15 +64,6 @@ def is_heldout(caption: str) -> bool:
     return (a.color, a.shape) in HELDOUT_PAIRS
 
 
-def split_lora(arg: str) -> tuple[str, float]:
-    """``FILE[:SCALE]``, as ``videogen generate --lora`` takes it."""
-    path, sep, scale = arg.rpartition(":")
-    try:
-        return (path, float(scale)) if sep else (arg, 1.0)
-    except ValueError:
-        return arg, 1.0
-
-
 def generate_cli(model: Path, caption: str, seed: int, path: Path, loras: list[str]) -> float:
     """``python -m videogen generate`` in a fresh interpreter, on this videogen; its wall time in seconds."""
     import videogen
@@ -234,12 +225,13 @@ def evaluate(model: Path, out: Path, prompts: list[str], *, timed: int, seed: in
              loras: list[str] = ()) -> dict:
     """The whole evaluation of ``model`` on ``prompts``, its clips under ``out``; returns the report."""
     from videogen import VideoPipeline
+    from videogen.models.lora import parse_lora_arg
 
     for caption in set(prompts):
         parse_caption(caption)  # a caption the analyser cannot score is an error before any generating
     pipe = VideoPipeline.from_pretrained(model, device="cpu")
     for lora in loras:
-        pipe.load_lora(*split_lora(lora))
+        pipe.load_lora(*parse_lora_arg(lora))
     defaults = dict(vars(pipe.defaults))
     out.mkdir(parents=True, exist_ok=True)
     clips = [judge(*g) for g in generate_all(pipe, model, prompts, out, timed=timed, seed=seed, loras=loras)]
