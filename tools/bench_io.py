@@ -19,6 +19,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # measure this checkout, not an installed copy
 
+from videogen.eval.adherence import psnr  # noqa: E402  (PSNR in dB of uint8 frames)
+
 
 def moving_pattern(t: int, h: int, w: int) -> np.ndarray:
     """Smooth colour waves plus a moving disc: easy to compress, but with motion and edges."""
@@ -31,11 +33,6 @@ def moving_pattern(t: int, h: int, w: int) -> np.ndarray:
     b = 60 + 160 * disc
     rgb = np.stack(np.broadcast_arrays(r, g, b), axis=-1)  # (T, H, W, 3)
     return np.clip(rgb, 0, 255).round().astype(np.uint8)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * np.log10(255**2 / mse)
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:

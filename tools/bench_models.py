@@ -130,11 +130,13 @@ def run_worker(a) -> None:
             decode = (lambda: [c.sum() for c in ours.decode_frames(z)]) if a.decode[0] == "ours" else \
                 (lambda: ref.decode(z).sample.sum())
             decode()  # warm-up: allocator pools and kernels in place before the mark is reset
-            return print(json.dumps(peak_of(decode, device)))
+            _, seconds, peak = peak_growth(decode, device)
+            return print(json.dumps({"peak_mib": peak / 2**20, "seconds": seconds}))
     shape = (1, a.attn_tokens, a.attn_heads, a.attn_dim)
     q, k, v = (torch.randn(*shape).to(device, DTYPES[a.dtype]).requires_grad_(a.backward) for _ in range(3))
     out = lambda: attention(q, k, v, backend=a.backend)  # noqa: E731
-    print(json.dumps(peak_of((lambda: out().float().square().sum().backward()) if a.backward else out, device)))
+    _, seconds, peak = peak_growth((lambda: out().float().square().sum().backward()) if a.backward else out, device)
+    print(json.dumps({"peak_mib": peak / 2**20, "seconds": seconds}))
 
 
 def bench_attention(a) -> list[str]:
@@ -171,10 +173,9 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is steadiest on a shared machine)")
     for name, default in (("tokens", 16384), ("heads", 2), ("dim", 64)):
         p.add_argument(f"--attn-{name}", type=int, default=default, help="attention: the call's shape")
-    p.add_argument("--backend", help=argparse.SUPPRESS)
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--decode", nargs=2, help=argparse.SUPPRESS)
-    p.add_argument("--backward", action="store_true", help=argparse.SUPPRESS)
+    for hidden, kind in (("--backend", {}), ("--decode", {"nargs": 2}), *((f, {"action": "store_true"}) for f in (
+            "--worker", "--backward"))):  # the worker processes' arguments
+        p.add_argument(hidden, help=argparse.SUPPRESS, **kind)
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -184,11 +185,6 @@ def main(argv=None) -> None:
     print("| measure | wall (s) | cpu (s) | ratio, wall | ratio, cpu |\n|---|---|---|---|---|")
     for part in a.parts:
         print("\n".join({"dit": bench_dit, "vae": bench_vae, "attention": bench_attention}[part](a)) + "\n")
-
-
-def peak_of(fn, device) -> dict:
-    _, seconds, peak = peak_growth(fn, device)
-    return {"peak_mib": peak / 2**20, "seconds": seconds}
 
 
 if __name__ == "__main__":
