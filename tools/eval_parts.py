@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 
 from videogen.bundled import default_model_path  # noqa: E402
 from videogen.errors import VideogenError  # noqa: E402
-from videogen.eval.parts import corner_spec, evaluate_parts, markdown  # noqa: E402, F401  (tests/test_demo.py)
+from videogen.eval.parts import evaluate_parts, markdown  # noqa: E402
 
 
 def parse_args(argv):

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 
 from videogen.bundled import default_model_path  # noqa: E402
 from videogen.errors import VideogenError  # noqa: E402
-from videogen.eval.adherence import captions, evaluate, is_heldout, judge, markdown, vae_psnr  # noqa: E402, F401
+from videogen.eval.adherence import captions, evaluate, markdown  # noqa: E402
 
 
 def parse_args(argv):

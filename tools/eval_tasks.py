@@ -19,7 +19,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's videogen
 
 from videogen.eval.tasks import TaskOptions, evaluate_tasks  # noqa: E402
-from videogen.eval.tasks import attributes_kept, path_deviation, seam_jump  # noqa: E402, F401  (tests/test_demo.py)
 
 
 def parse_args(argv=None):
