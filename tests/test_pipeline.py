@@ -315,3 +315,17 @@ def test_loading_a_diffusers_folder_imports_none_of_diffusers_model_classes(tiny
         shared = {k: v for k, v in saved.items() if not k.startswith("_") and k in loaded[key]}
         assert len(shared) >= 8
         assert all(json.dumps(loaded[key][k], default=str) == json.dumps(v) for k, v in shared.items()), part
+
+
+def test_a_settings_object_and_keywords_are_the_same_request(pipe):
+    from videogen.settings import Settings
+
+    chosen = pipe.defaults.override(**SMALL, num_steps=2, seed=4)
+    by_object = pipe.generate(PROMPT, settings=chosen, progress=False)
+    by_keywords = pipe.generate(PROMPT, **SMALL, num_steps=2, seed=4, progress=False)
+    assert np.array_equal(by_object.frames, by_keywords.frames)
+    assert np.array_equal(pipe.generate(PROMPT, settings=chosen, seed=5, progress=False).frames,
+                          pipe.generate(PROMPT, **SMALL, num_steps=2, seed=5, progress=False).frames)  # on top
+    with pytest.raises(InputError, match="unknown setting.*frame_rate"):
+        pipe.generate(PROMPT, frame_rate=8, progress=False)
+    assert isinstance(pipe.settings(), Settings) and pipe.settings(seed=3).seed == 3

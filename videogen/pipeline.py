@@ -116,9 +116,10 @@ class Pipeline:
                         patch=tuple(self.transformer.config.patch_size),
                         latent_channels=self.transformer.config.in_channels)
 
-    def settings(self, **overrides) -> Settings:
-        """The folder's defaults with ``overrides`` on top (``None`` keeps a default), validated, seed drawn."""
-        return self.defaults.override(**overrides).resolve(self.geometry)
+    def settings(self, settings: Settings | None = None, **overrides) -> Settings:
+        """``settings`` (default: the folder's defaults) with ``overrides`` on top (``None`` keeps a value),
+        validated against this model's geometry, a seed drawn where none is set."""
+        return (settings or self.defaults).override(**overrides).resolve(self.geometry)
 
     def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int, int]:
         """``(1, C, T', H', W')`` with T' = 1 + (T - 1) / 4 and H' = H / 8 (Wan2.1's compression)."""

@@ -1,13 +1,12 @@
 """The tasks -- generate, image-first, extend, interpolate -- over the pipeline's public steps, and `VideoPipeline`.
 
-    generate                  known = [0 0 0 0 0]   text-to-video
-    image-first               known = [1 0 0 0 0]   the first latent frame sampled alone, then the clip from it
-
 Every task is text-to-video with some latent frames known in advance: the known pixel frames are encoded by the
 causal VAE (`Pipeline.encode_frames`), and the sampler holds those latent frames at their clean values while it
 denoises the rest (`Pipeline.denoise`, `videogen.diffusion.sampling.sample`). What differs between tasks is only
 the mask over latent frames:
 
+    generate                  known = [0 0 0 0 0]   text-to-video
+    image-first               known = [1 0 0 0 0]   the first latent frame sampled alone, then the clip from it
     extend / image-to-video   known = [1 1 0 0 0]   the first 1 + k latent frames: the last 1 + 4k input frames
     interpolate               known = [1 0 0 0 1]   START's frame, and END's frame as the last latent frame
 
@@ -186,7 +185,7 @@ def check_run(pipe: Pipeline, settings: Settings, *, output, overwrite: bool, at
 def _start(pipe: Pipeline, prompt: str, *, method, attention, progress, output, overwrite,
            **overrides) -> tuple[_Run, Path | None]:
     """Validate a task's settings, check the output and memory, encode the prompt: all before the first window."""
-    settings = pipe.settings(**overrides)
+    settings = pipe.settings(overrides.pop("settings", None), **overrides)
     output = check_run(pipe, settings, output=output, overwrite=overwrite, attention=attention)
     method = pipe.frame_method(method)
     text = pipe.encode_prompts(prompt, settings)
@@ -202,7 +201,7 @@ def generate(pipe: Pipeline, prompt: str, *, latents: torch.Tensor | None = None
              callback: StepCallback | None = None, output: str | Path | None = None, overwrite: bool = False,
              attention: str | None = None, progress: bool = True, **overrides):
     """A clip from a prompt; see `VideoPipeline.generate`."""
-    settings = pipe.settings(**overrides)
+    settings = pipe.settings(overrides.pop("settings", None), **overrides)
     output = check_run(pipe, settings, output=output, overwrite=overwrite, attention=attention)
     noise = pipe.initial_noise(settings, latents)
     with frame_sink(output, settings.fps, overwrite) as sink:
@@ -435,7 +434,8 @@ class VideoPipeline(Pipeline):
     """A loaded model with its tasks: ``VideoPipeline.from_pretrained(folder).generate("a red circle ...")``.
 
     Every task takes the settings of `videogen.settings.Settings` as keyword overrides of the folder's
-    defaults (``num_frames=17, num_steps=4, guidance_scale=5.0, seed=7``...); ``None`` keeps a default.
+    defaults (``num_frames=17, num_steps=4, guidance_scale=5.0, seed=7``...; ``None`` keeps a default), and
+    ``settings=`` a whole `Settings` to start from instead of the folder's (``pipe.defaults.override(...)``).
     """
 
     def generate(self, prompt: str, *, latents: torch.Tensor | None = None, callback: StepCallback | None = None,
