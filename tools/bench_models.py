@@ -1,25 +1,13 @@
-"""The networks side by side with diffusers, on the same random weights and inputs, as ratios ours / diffusers.
-
-- ``dit``: `VideoDiT` against `WanTransformer3DModel`: forward and forward + backward time, and the outputs'
-  largest relative difference;
-- ``vae``: `CausalVideoVAE` against `AutoencoderKLWan`: encode + decode (our parallel and streaming paths), a
-  training step (MSE), and the peak memory of a streaming decode at 17, 33 and 81 frames, each in a fresh
-  process (glibc ``MALLOC_MMAP_THRESHOLD_=65536``, so freed tensors leave the resident set);
-- ``attention``: one call over ``--attn-tokens`` tokens per backend that runs here, each in a fresh process.
-
-Times and peaks as `videogen.eval.measure` takes them (best of alternating repeats; growth above the start).
+"""`VideoDiT` and `CausalVideoVAE` against diffusers' on the same random weights and inputs (ratios ours /
+diffusers), and each attention backend's memory; measured as `videogen.eval.measure` says.
 
     python tools/bench_models.py dit --threads 1          # mid-size DiT, ~7 min on 2 shared cores
     python tools/bench_models.py vae attention
     python tools/bench_models.py dit --preset wan2.1-t2v-1.3b --latent 21x60x104 --device cuda --dtype bf16
 """
 
-from __future__ import annotations
-
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -27,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's videogen
 
-from videogen.eval.measure import best_of, peak_growth  # noqa: E402
+from videogen.eval.measure import best_of, in_fresh_process, peak_growth  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MID_DIT = dict(num_attention_heads=8, attention_head_dim=64, ffn_dim=2048, num_layers=4, text_dim=4096, freq_dim=256)
@@ -102,20 +90,19 @@ def bench_vae(a) -> list[str]:
              *rows("training step", best_of(steps, a.repeats, cpu, grad=True)), "",
              f"| streaming decode at {a.memory_size}px, frames | ours (MiB) | diffusers (MiB) | ratio |",
              "|---|---|---|---|"]
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     for frames in (17, 33, 81):
-        peak = {which: worker(["--decode", which, str(frames), f"--size={a.memory_size}"], env)["peak_mib"]
+        peak = {which: worker(["--decode", which, str(frames), f"--size={a.memory_size}"], True)["peak_mib"]
                 for which in ("ours", "diffusers")}
         lines.append(f"| {frames} | {peak['ours']:.0f} | {peak['diffusers']:.0f} | "
                      f"{peak['ours'] / peak['diffusers']:.2f} |")
     return lines
 
 
-def worker(args: list[str], env=None) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        return {"skipped": (done.stderr.strip().splitlines() or ["failed"])[-1]}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def worker(args: list[str], release_freed: bool = False) -> dict:
+    try:
+        return in_fresh_process([__file__, "--worker", *args], release_freed=release_freed)
+    except RuntimeError as e:
+        return {"skipped": str(e).splitlines()[-1]}
 
 
 def run_worker(a) -> None:
@@ -131,11 +118,12 @@ def run_worker(a) -> None:
                 (lambda: ref.decode(z).sample.sum())
             decode()  # warm-up: allocator pools and kernels in place before the mark is reset
             _, seconds, peak = peak_growth(decode, device)
-            return print(json.dumps({"peak_mib": peak / 2**20, "seconds": seconds}))
-    shape = (1, a.attn_tokens, a.attn_heads, a.attn_dim)
-    q, k, v = (torch.randn(*shape).to(device, DTYPES[a.dtype]).requires_grad_(a.backward) for _ in range(3))
-    out = lambda: attention(q, k, v, backend=a.backend)  # noqa: E731
-    _, seconds, peak = peak_growth((lambda: out().float().square().sum().backward()) if a.backward else out, device)
+    else:
+        shape = (1, a.attn_tokens, a.attn_heads, a.attn_dim)
+        q, k, v = (torch.randn(*shape).to(device, DTYPES[a.dtype]).requires_grad_(a.backward) for _ in range(3))
+        out = lambda: attention(q, k, v, backend=a.backend)  # noqa: E731
+        call = (lambda: out().float().square().sum().backward()) if a.backward else out
+        _, seconds, peak = peak_growth(call, device)
     print(json.dumps({"peak_mib": peak / 2**20, "seconds": seconds}))
 
 
@@ -145,8 +133,8 @@ def bench_attention(a) -> list[str]:
     lines = [f"attention over {a.attn_tokens} tokens, {a.attn_heads} heads x {a.attn_dim}, {a.device} {a.dtype}",
              "| backend | forward (MiB) | forward (s) | forward + backward (MiB) | forward + backward (s) |",
              "|---|---|---|---|---|"]
-    flags = [f"--{k}={getattr(a, k.replace('-', '_'))}" for k in ("device", "dtype", "attn-tokens", "attn-heads",
-                                                                  "attn-dim")]
+    shape = ("device", "dtype", "attn_tokens", "attn_heads", "attn_dim")
+    flags = [f"--{k.replace('_', '-')}={getattr(a, k)}" for k in shape]
     for name, problem in available_backends(torch.empty(1, device=a.device)).items():
         cells = []
         for backward in (False, True):

@@ -1,19 +1,10 @@
-"""End-to-end text-to-video: videogen's `VideoPipeline` against diffusers' `WanPipeline`, and where the wall time
-of ``videogen generate`` goes.
-
-``diffusers``: both on the same random Wan2.1-layout folder (`videogen.testing`), latents, prompts, steps,
-guidance 5 and scheduler, each run in a fresh process after a warm-up, alternating: the time of one generate,
-the peak memory growth during it (`videogen.eval.measure`, the resident set sampled), videogen's own estimate of
-it (`VideoPipeline.estimate_memory`) and the frames' mean difference. ``latency``: on the bundled model, each in
-a fresh interpreter: a generation's phases through the library, the whole ``python -m videogen generate``,
-``python -c pass``, and with ``--serve`` the command while ``videogen serve`` holds the model.
+"""``diffusers``: `VideoPipeline` against diffusers' `WanPipeline` on a random Wan2.1-layout folder; ``latency``:
+where ``videogen generate``'s wall time goes. Each run in a fresh process, as docs/benchmarks.md says.
 
     python tools/bench_pipeline.py diffusers --configs tiny,mid --repeats 3 --steps 10
     python tools/bench_pipeline.py diffusers --configs wan1.3b --device cuda --dtype bfloat16 --steps 50
     python tools/bench_pipeline.py latency --repeats 5 --serve
 """
-
-from __future__ import annotations
 
 import argparse
 import json
@@ -30,7 +21,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's videogen
 
-from videogen.eval.measure import peak_growth  # noqa: E402
+from videogen.eval.measure import in_fresh_process, peak_growth, timed  # noqa: E402
+from videogen.memory import module_bytes  # noqa: E402
 
 PROMPT, NEGATIVE = "a red circle moving left on a black background", "blurry, static"
 CONFIGS = {  # TinyWanConfig overrides, (frames, height, width)
@@ -60,7 +52,7 @@ print(json.dumps(times))
 
 
 def runner(a, latents):
-    """(run(steps) -> uint8 frames, videogen's estimate of the working memory or None) for ``a.worker``."""
+    """(run(steps) -> uint8 frames, videogen's working-memory estimate or None) for ``a.worker``."""
     import torch
 
     size, dtype = dict(num_frames=a.frames, height=a.height, width=a.width), getattr(torch, a.dtype)
@@ -82,8 +74,7 @@ def runner(a, latents):
         return pipe.generate(PROMPT, negative_prompt=NEGATIVE, num_steps=steps, guidance_scale=5.0, latents=latents,
                              progress=False, **size).frames
 
-    weights = sum(p.numel() * p.element_size() for m in (pipe.text_encoder.encoder, pipe.transformer, pipe.vae)
-                  for p in [*m.parameters(), *m.buffers()])
+    weights = sum(map(module_bytes, (pipe.text_encoder.encoder, pipe.transformer, pipe.vae)))
     return run, pipe.estimate_memory(pipe.settings(**size), keep_frames=True).peak - weights
 
 
@@ -107,16 +98,15 @@ def bench_config(name: str, a, scratch: Path) -> str:
     size = (a.frames or size[0], a.height or size[1], a.width or size[2])
     folder = build_tiny_wan_folder(scratch / name, TinyWanConfig(**overrides))
     runs = {"diffusers": [], "videogen": []}
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}  # the resident set follows live memory
     for _ in range(a.repeats):
         for impl in runs:  # alternate, so that load from other processes hits both alike
-            cmd = [sys.executable, __file__, "diffusers", "--worker", impl, "--folder", str(folder), "--steps",
-                   str(a.steps), "--device", a.device, "--dtype", a.dtype, "--frames-out", str(scratch / f"{impl}.npy"),
+            cmd = [__file__, "diffusers", "--worker", impl, "--folder", str(folder), "--steps", str(a.steps),
+                   "--device", a.device, "--dtype", a.dtype, "--frames-out", str(scratch / f"{impl}.npy"),
                    *(f"--{k}={v}" for k, v in zip(("frames", "height", "width"), size))]
-            out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if out.returncode != 0:
-                raise SystemExit(f"{impl} worker failed:\n{out.stderr[-3000:]}")
-            runs[impl].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            try:
+                runs[impl].append(in_fresh_process(cmd, release_freed=True))  # the resident set follows live memory
+            except RuntimeError as e:
+                raise SystemExit(f"{impl} worker failed:\n{e}") from None
     diff = np.abs(np.load(scratch / "videogen.npy").astype(int) - np.load(scratch / "diffusers.npy")).mean()
     med = {i: {k: statistics.median(r[k] for r in rs) for k in ("seconds", "peak")} for i, rs in runs.items()}
     best = {i: min(r["seconds"] for r in rs) for i, rs in runs.items()}
@@ -128,9 +118,7 @@ def bench_config(name: str, a, scratch: Path) -> str:
 
 
 def wall(command: list[str], env: dict | None = None) -> float:
-    start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, env=env)
-    return time.perf_counter() - start
+    return timed(lambda: subprocess.run(command, check=True, capture_output=True, env=env))[0]
 
 
 def served(command: list[str], model: Path, tmp: Path, repeats: int) -> tuple[float, list[float]]:
@@ -162,9 +150,7 @@ def latency(a, tmp: Path) -> list[str]:
     alone = {**os.environ, "VIDEOGEN_SOCKET": str(tmp / "none.sock")}  # not a server someone left running
     phases, rows = [], {"`python -m videogen generate` wall": [], "`python -c pass`": []}
     for _ in range(a.repeats):
-        out = subprocess.run([sys.executable, "-c", PHASES, str(ROOT), str(model), str(tmp / "p.mp4"), PROMPT],
-                             check=True, capture_output=True, text=True).stdout
-        phases.append(json.loads(out.strip().splitlines()[-1]))
+        phases.append(in_fresh_process(["-c", PHASES, str(ROOT), str(model), str(tmp / "p.mp4"), PROMPT]))
         rows["`python -m videogen generate` wall"].append(wall(command, alone))
         rows["`python -c pass`"].append(wall([sys.executable, "-c", "pass"]))
     rows = {**{name: [p[name] for p in phases] for name in phases[0]}, **rows}

@@ -4,12 +4,17 @@ Times are wall and process CPU seconds (CPU time is steadier on a shared machine
 in alternating order, so that load from other processes hits each alike, and the best repeat counts (the run
 least disturbed, as ``timeit`` advises). Peak memory is the growth above what the process held when the call
 started: on CUDA ``max_memory_allocated``; on a CPU the kernel's peak resident mark (Linux ``VmHWM``, reset just
-before the call) or, with ``sampled``, the resident set read every 2 ms (``/proc/self/status``).
+before the call) or, with ``sampled``, the resident set read every 2 ms (``/proc/self/status``). A peak is best
+taken in a fresh process (`in_fresh_process`), where nothing before the call has left memory behind.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -78,3 +83,16 @@ def peak_growth(fn, device: torch.device | str = "cpu", *, sampled: bool = False
         return out[0], seconds, torch.cuda.max_memory_allocated(device) - base
     now = resident_kib("VmRSS" if sampled else "VmHWM") * 1024 - base
     return out[0], seconds, max(peak[0], now)
+
+
+def in_fresh_process(args: list[str], *, release_freed: bool = False) -> dict:
+    """Run ``python ARGS`` in a fresh interpreter and return the JSON object its last line of output holds.
+
+    ``release_freed``: glibc's ``MALLOC_MMAP_THRESHOLD_=65536``, so that freed tensors leave the resident set at
+    once and it follows live memory. A run that fails raises RuntimeError with the end of its stderr.
+    """
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"} if release_freed else None
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-3000:].strip() or "failed")
+    return json.loads(done.stdout.strip().splitlines()[-1])
