@@ -1,29 +1,22 @@
-"""Training throughput: videogen's trainer beside a plain diffusers training loop, in one run.
-
-The same random Wan2.1-layout model (`videogen.testing`; demo-model sizes) on the same 64x64x17 clips:
-
-- **diffusers loop**: AutoencoderKLWan and UMT5 encode, WanTransformer3DModel forward + backward, AdamW, every
-  step; best of --repeats rounds;
-- **videogen**: `videogen.train.trainer.train` runs (latents and text cached once), full and LoRA (rank 16), and
-  VAE training on 9- and 17-frame clips: the trainer's own samples/s over its steps.
+"""Training throughput on a random Wan2.1-layout model and 64x64x17 clips: a plain diffusers loop (VAE and T5 every
+step) beside `videogen.train.trainer.train` runs (full, LoRA, the VAE), as the trainer's own samples/s.
 
     python tools/bench_train.py                      # demo sizes, batch 4, ~10 min on a shared 2-core CPU
     python tools/bench_train.py --repeats 1 --steps 2  # quicker, noisier
 """
 
-from __future__ import annotations
-
 import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's videogen
+
+from videogen.eval.measure import timed  # noqa: E402
 
 SIZES = {  # proposed demo-model sizes (configs/demo-*.yaml), and a tiny smoke-test size
     "demo": dict(text_dim=256, text_layers=4, text_heads=4, dit_heads=4, dit_head_dim=64, dit_layers=8,
@@ -77,50 +70,32 @@ def diffusers_loop(model: Path, clips: Path, batch: int):
     return step
 
 
-def dit_config(model: Path, clips: Path, mode: str, batch: int):
-    from videogen.train.config import TrainConfig
-
-    cfg = TrainConfig(mode=mode)
-    cfg.model.pretrained, cfg.data.path = str(model), str(clips)
-    cfg.data.resolutions, cfg.data.frames = ["64x64"], [17]
-    cfg.train.batch_size, cfg.optim.lr = batch, 1e-4
-    return cfg
-
-
-def vae_config(s: dict, clips: Path, batch: int, frames: int):
+def videogen_rate(clips: Path, run: Path, a, *, model: Path | None = None, mode="full", vae_frames=0) -> float:
+    """The trainer's samples/s over ``a.steps`` steps: ``model``'s DiT in ``mode``, or a VAE on ``vae_frames``."""
     from videogen.testing import TinyWanConfig
     from videogen.train.config import TrainConfig
-
-    cfg = TrainConfig(task="vae")
-    cfg.data.path, cfg.data.resolutions, cfg.data.frames = str(clips), ["64x64"], [frames]
-    arch = TinyWanConfig(**s)
-    cfg.model.vae_arch.base_dim, cfg.model.vae_arch.dim_mult = arch.vae_base_dim, list(arch.vae_dim_mult)
-    cfg.train.batch_size = batch
-    return cfg
-
-
-def videogen_rate(cfg, run: Path, steps: int) -> float:
-    """samples/s of a `train` run of ``steps`` steps, as the trainer measures it."""
     from videogen.train.trainer import train
 
-    cfg.train.max_steps, cfg.train.log_every, cfg.train.validate_every = steps, 1, 0
+    cfg = TrainConfig(task="vae") if vae_frames else TrainConfig(mode=mode)
+    cfg.data.path, cfg.data.resolutions, cfg.data.frames = str(clips), ["64x64"], [vae_frames or 17]
+    if vae_frames:
+        arch = TinyWanConfig(**SIZES[a.size])
+        cfg.model.vae_arch.base_dim, cfg.model.vae_arch.dim_mult = arch.vae_base_dim, list(arch.vae_dim_mult)
+    else:
+        cfg.model.pretrained, cfg.optim.lr = str(model), 1e-4
+    cfg.train.batch_size, cfg.train.max_steps, cfg.train.log_every, cfg.train.validate_every = a.batch, a.steps, 1, 0
     return train(cfg, run).samples_per_second
 
 
 def diffusers_rate(step, batch: int, repeats: int, steps: int) -> float:
     """samples/s of the diffusers loop: the best of ``repeats`` rounds of ``steps`` steps, after a warm-up."""
     step()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        best = min(best, (time.perf_counter() - start) / steps)
-    return batch / best
+    best = min(timed(lambda: [step() for _ in range(steps)])[0] for _ in range(repeats))
+    return batch * steps / best
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="demo")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3, help="rounds of the diffusers loop; the best counts")
@@ -135,11 +110,10 @@ def main(argv=None) -> int:
         reference = diffusers_rate(diffusers_loop(model, clips, args.batch), args.batch, args.repeats, args.steps)
         rates = {"diffusers loop: DiT full (VAE + T5 every step)": reference}
         for mode in ("full", "lora"):
-            rates[f"videogen: DiT {mode} (cached latents + text)"] = videogen_rate(
-                dit_config(model, clips, mode, args.batch), tmp / mode, args.steps)
+            rates[f"videogen: DiT {mode} (cached latents + text)"] = videogen_rate(clips, tmp / mode, args,
+                                                                                   model=model, mode=mode)
         for n in (9, 17):
-            rates[f"videogen: VAE, {n} frames"] = videogen_rate(vae_config(s, clips, args.batch, n), tmp / f"vae{n}",
-                                                               args.steps)
+            rates[f"videogen: VAE, {n} frames"] = videogen_rate(clips, tmp / f"vae{n}", args, vae_frames=n)
     print(f"\nsizes: {args.size} {s}; batch {args.batch} clips of 64x64 (17 frames for the DiT); {args.steps} steps; "
           f"{torch.get_num_threads()} threads; load average {os.getloadavg()[0]:.1f}\n")
     print("| run | samples/s | ratio vs diffusers loop |\n|---|---|---|")
