@@ -4,8 +4,6 @@
     python tools/bench_io.py --frames 33 --height 480 --width 832
 """
 
-from __future__ import annotations
-
 import argparse
 import statistics
 import sys
@@ -17,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # measure this checkout, not an installed copy
 
-from videogen.eval.adherence import psnr  # noqa: E402  (PSNR in dB of uint8 frames)
+from videogen.eval.adherence import psnr  # noqa: E402
 
 
 def moving_pattern(t: int, h: int, w: int) -> np.ndarray:

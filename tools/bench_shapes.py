@@ -1,13 +1,9 @@
-"""Benchmark the shapes world: renderer throughput, analyser speed, and analyser accuracy under degradations.
+"""The shapes world's renderer and analyser speed, and the analyser's accuracy on all 216 combinations x
+``--positions`` layouts degraded as `videogen.eval.robustness.CONDITIONS` says (right: all four attributes are).
 
-Single-process wall time; accuracy over all 216 combinations x ``--positions`` layouts, each clip degraded as
-`videogen.eval.robustness.CONDITIONS` says; right when all four attributes are. No diffusers counterpart.
-
-    python tools/bench_shapes.py                 # the figures in docs/benchmarks.md
+    python tools/bench_shapes.py                 # docs/benchmarks.md's figures
     python tools/bench_shapes.py --positions 0   # speed only
 """
-
-from __future__ import annotations
 
 import argparse
 import sys
@@ -20,7 +16,7 @@ from videogen.eval.robustness import CONDITIONS, accuracy, throughput  # noqa: E
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--positions", type=int, default=2, help="layouts per combination (216 each); 0: speed only")
     parser.add_argument("--clips", type=int, default=2000, help="clips rendered for the throughput figures")
     args = parser.parse_args(argv)
