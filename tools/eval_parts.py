@@ -1,12 +1,9 @@
-"""The two halves of image-first text-to-video, and the direction word, measured apart (issue 7).
-
-`videogen.eval.parts` says what is measured. Writes ``OUT/report.md`` and ``OUT/report.json``.
+"""The two halves of image-first text-to-video, and the direction word, measured apart as `videogen.eval.parts`
+says; writes ``OUT/report.md`` and ``OUT/report.json`` (issue 7).
 
     python tools/eval_parts.py --model runs/my-dit/model --out runs/parts
     python tools/eval_parts.py --t2i 6 --i2v 4 --out /tmp/parts              # a quick look
 """
-
-from __future__ import annotations
 
 import argparse
 import json
@@ -20,7 +17,7 @@ from videogen.errors import VideogenError  # noqa: E402
 from videogen.eval.parts import evaluate_parts, markdown  # noqa: E402
 
 
-def parse_args(argv):
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, help="model folder (default: the bundled demo model)")
     p.add_argument("--out", type=Path, default=Path("runs/eval-parts"), help="folder for the reports")
@@ -32,11 +29,7 @@ def parse_args(argv):
     p.add_argument("--steps", type=int, help="sampling steps (default: the model folder's)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the folder's)")
     p.add_argument("--shift", type=float, help="sampling schedule shift (default: the folder's)")
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args = p.parse_args(argv)
     try:
         model = (args.model or default_model_path()).resolve()
         result = evaluate_parts(model, t2i=args.t2i, i2v=args.i2v, word=args.word, new_frames=args.new_frames,

@@ -1,13 +1,10 @@
-"""Prompt adherence of a shapes-world model, measured by pixel analysis of the MP4s it writes (issue 7).
-
-`videogen.eval.adherence` says what is measured. Writes ``OUT/report.md``, ``OUT/report.json`` and the clips.
+"""Prompt adherence of a shapes-world model by pixel analysis of the MP4s it writes, as `videogen.eval.adherence`
+says; writes the clips, ``OUT/report.md`` and ``OUT/report.json`` (issue 7).
 
     python tools/eval_shapes.py --out runs/eval-shapes               # the bundled model, 72 captions
     python tools/eval_shapes.py --model DIR --out /tmp/e --quick     # 6 captions, 2 PSNR clips
     python tools/eval_shapes.py --caption "a red circle moving up on a gray background" --repeat 8 --lora L.safetensors
 """
-
-from __future__ import annotations
 
 import argparse
 import json
@@ -21,7 +18,7 @@ from videogen.errors import VideogenError  # noqa: E402
 from videogen.eval.adherence import captions, evaluate, markdown  # noqa: E402
 
 
-def parse_args(argv):
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, help="model folder (default: the bundled demo model)")
     p.add_argument("--out", type=Path, default=Path("runs/eval-shapes"), help="folder for clips and reports")
@@ -32,11 +29,7 @@ def parse_args(argv):
     p.add_argument("--caption", action="append", default=[], help="evaluate these captions instead (repeatable)")
     p.add_argument("--repeat", type=int, default=1, help="clips per caption, each with its own seed")
     p.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]", help="merge a LoRA first")
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args = p.parse_args(argv)
     try:
         model = (args.model or default_model_path()).resolve()
         prompts = [c for c in (args.caption or captions(args.quick)) for _ in range(args.repeat)]

@@ -1,12 +1,9 @@
-"""Measure extend, interpolate and image-to-video on a model, through the CLI a user runs (issue 8).
-
-`videogen.eval.tasks` says what is measured.
+"""Extend, interpolate and image-to-video on a model through the CLI a user runs, as `videogen.eval.tasks` says
+(issue 8).
 
     python tools/eval_tasks.py --model assets/demo-model --cases 16 --device cpu
     python tools/eval_tasks.py --tiny --size 32 --window 9 --steps 2 --cases 1   # the machinery only
 """
-
-from __future__ import annotations
 
 import argparse
 import json
@@ -21,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 from videogen.eval.tasks import TaskOptions, evaluate_tasks  # noqa: E402
 
 
-def parse_args(argv=None):
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, help="model folder (the demo model); see --tiny")
     p.add_argument("--tiny", action="store_true", help="build a tiny random Wan2.1 folder and use it")
@@ -35,11 +32,7 @@ def parse_args(argv=None):
     p.add_argument("--device", help="cuda or cpu (default: cuda if available)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="also write the results here")
-    return p.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
+    args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         if args.tiny:
             from videogen.testing import build_tiny_wan_folder
