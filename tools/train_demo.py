@@ -1,18 +1,10 @@
-"""Train the bundled demo model from nothing, in one command, and assemble the shipped folder (issue 7).
-
-Every stage trains a config of configs/ (whose header says what the stage is for) into ``RUNS/demo-NAME``;
-``-more`` / ``-polish`` stages continue the one before from its newest checkpoint. (1) the 8x VAE; (2) the DiT and
-T5 on it; with ``--vae4``, (3) a 4x VAE, its decoder alone, and the DiT moved onto it; with ``--p2`` (the shipped
-model), (4) six patch-2 DiT stages on (3)'s model, each from the one before's DiT, the last two averaged; (5) the
-last model into ``--assets`` with demo defaults, in float16 past ``--max-mb``, with TRAINING.md and training.json.
-A stage with a checkpoint resumes and a finished one is skipped: after an interruption, run the command again.
+"""Train the bundled demo model from nothing and assemble the shipped folder (issue 7). Each stage trains a config
+of configs/ into ``RUNS/demo-NAME``, resuming from a checkpoint or skipped when done: after a stop, run it again.
 
     python tools/train_demo.py --p2       # the shipped model: ~18.5 h on a 2-core CPU (TRAINING.md has each stage's)
-    python tools/train_demo.py --vae4     # stages 1-3, ~9.5 h
+    python tools/train_demo.py --vae4     # stages 1-3 (8x VAE, DiT and T5; a 4x VAE and the DiT on it), ~9.5 h
     python tools/train_demo.py            # stages 1-2, ~3 h
 """
-
-from __future__ import annotations
 
 import argparse
 import csv
@@ -31,6 +23,7 @@ sys.path.insert(0, str(ROOT))  # this checkout's videogen
 from videogen.atomic import staged_folder, write_atomic  # noqa: E402
 from videogen.bundled import config_path  # noqa: E402
 from videogen.errors import InputError, ResourceError, VideogenError  # noqa: E402
+from videogen.train.state import latest  # noqa: E402
 
 STAGES = ("vae-images", "vae", "dit", "dit-more")
 VAE4_STAGES = ("vae4-images", "vae4", "vae4-decoder", "vae4-decoder-more", "vae4-decoder-polish", "dit4",
@@ -38,8 +31,7 @@ VAE4_STAGES = ("vae4-images", "vae4", "vae4-decoder", "vae4-decoder-more", "vae4
 P2_STAGES = ("dit4p2-t2i", "dit4p2-if", "dit4p2-pos", "dit4p2-pos2", "dit4p2-pos3", "dit4p2-noise")  # with --p2
 P2_CONFIGS = ("demo-dit4-t2i-p2.yaml", "demo-dit4-p2-imagefirst.yaml") + ("demo-dit4-p2-position.yaml",) * 4
 DIT_MORE = ["objective.shift=2.0"]  # the text decides a clip at high noise, where stage dit was weakest
-# The p2 stages' end steps: where the time-budgeted runs they reproduce stopped (t2i to pos2, at the peak rate),
-# the end of a cosine decay to a tenth (pos3), 600 steps at 2e-4 on 12,000 clips at the sampler's noise (noise).
+# the p2 stages' end steps: where the runs they reproduce stopped (t2i to pos2), the end of pos3's decay, noise's 600
 P2_STEPS = {"t2i": 3887, "if": 3550, "pos": 2486, "pos2": 3773, "pos3": 3000, "noise": 600}
 P2_POS3 = ["train.max_steps=3000"]
 P2_NOISE = ["train.max_steps=600", "optim.lr=2.0e-4", "data.shapes_samples=12000", "objective.shift=3.0"]
@@ -53,23 +45,23 @@ DIT_WEIGHTS = "transformer/diffusion_pytorch_model.safetensors"
 
 @dataclass
 class StageRecord:
-    """What one stage took and reached, summed over every invocation that worked on it."""
+    """What one stage took and reached over its invocations (1 + resumes); the losses as `final_losses` reads them."""
 
-    config: str  # the YAML file the stage ran
-    overrides: list[str]  # --set values applied to it
-    run: str  # its run folder
-    seconds: float = 0.0  # wall time over all invocations
-    invocations: int = 0  # how many times this tool trained it (1 + resumes)
-    steps: int = 0  # optimizer steps reached
-    final_loss: float | None = None  # the last logged loss
-    final_loss_mean: float | None = None  # mean logged loss over the last 10% of logged steps
-    final_terms: dict[str, float] = field(default_factory=dict)  # other logged loss terms, same window
+    config: str  # the YAML file
+    overrides: list[str]
+    run: str  # the run folder
+    seconds: float = 0.0  # wall time
+    invocations: int = 0
+    steps: int = 0
+    final_loss: float | None = None
+    final_loss_mean: float | None = None
+    final_terms: dict[str, float] = field(default_factory=dict)
     samples_per_second: float | None = None  # of the last invocation
 
 
 @dataclass
 class Recipe:
-    """The command line and the record: what every stage needs."""
+    """The command line and the record, which every stage needs."""
 
     args: argparse.Namespace
     runs: Path
@@ -83,14 +75,9 @@ class Recipe:
         return self.runs / f"demo-{stage}" / "model"
 
 
-def newest_checkpoint(run: Path) -> Path | None:
-    """The run folder's newest complete checkpoint (``checkpoints/step-NNNNNNN``; staging folders are hidden)."""
-    return max((p for p in (run / "checkpoints").glob("step-*") if p.is_dir()), default=None)
-
-
 def checkpoint_step(run: Path) -> int | None:
-    latest = newest_checkpoint(run)
-    return None if latest is None else json.loads((latest / "state.json").read_text())["step"]
+    newest = latest(run)
+    return None if newest is None else json.loads((newest / "state.json").read_text())["step"]
 
 
 def final_losses(log_csv: Path) -> tuple[float | None, float | None, dict[str, float]]:
@@ -111,7 +98,7 @@ def final_losses(log_csv: Path) -> tuple[float | None, float | None, dict[str, f
 
 def prepare_run(run: Path) -> bool:
     """Whether to resume ``run``; a run folder stopped before its first checkpoint is started afresh."""
-    if newest_checkpoint(run) is not None:
+    if latest(run) is not None:
         return True
     if run.is_dir() and any(run.iterdir()):
         if not (run / "config.yaml").is_file():
@@ -123,21 +110,19 @@ def prepare_run(run: Path) -> bool:
 
 def seed_continuation(source: Path, run: Path) -> None:
     """Start ``run`` as a copy of ``source``'s newest checkpoint and log, so that it resumes from there."""
-    if newest_checkpoint(run) is not None:
+    if latest(run) is not None:
         return
-    latest = newest_checkpoint(source)
-    if latest is None:
+    if (newest := latest(source)) is None:
         raise InputError(f"{source}: no checkpoint to continue from")
     shutil.rmtree(run, ignore_errors=True)
-    shutil.copytree(latest, run / "checkpoints" / latest.name)
+    shutil.copytree(newest, run / "checkpoints" / newest.name)
     for name in ("config.yaml", "log.csv"):
         if (source / name).is_file():
             shutil.copy2(source / name, run / name)
 
 
 def run_stage(r: Recipe, name: str, config: str, overrides: list[str], *, continues: str | None = None):
-    """Train one stage to its end step (resuming or skipping as its run folder says); returns its config.
-    ``continues``: the stage whose newest checkpoint this one starts from."""
+    """Train one stage to its end step, from ``continues``'s newest checkpoint if given; returns its config."""
     from videogen.train.config import load_train_config
     from videogen.train.trainer import train
 
@@ -146,7 +131,7 @@ def run_stage(r: Recipe, name: str, config: str, overrides: list[str], *, contin
         seed_continuation(r.runs / f"demo-{continues}", run)
     cfg = load_train_config(path, overrides)
     cfg.data.kind = "shapes"  # the demo trains on the shapes world only
-    rec = r.record.setdefault(name, StageRecord(config=str(path), overrides=overrides, run=str(run)))
+    rec = r.record.setdefault(name, StageRecord(str(path), overrides, str(run)))
     rec.config, rec.overrides = str(path), overrides
     if (checkpoint_step(run) or 0) >= cfg.train.end_step and (run / "model").is_dir():
         print(f"stage {name}: done already ({run}), skipped", flush=True)
@@ -162,7 +147,7 @@ def run_stage(r: Recipe, name: str, config: str, overrides: list[str], *, contin
         rec.steps = checkpoint_step(run) or rec.steps
         rec.final_loss, rec.final_loss_mean, rec.final_terms = final_losses(run / "log.csv")
         text = json.dumps({n: asdict(s) for n, s in r.record.items()}, indent=2)
-        write_atomic(r.runs / RECORD_FILE, lambda tmp: Path(tmp).write_text(text))
+        write_atomic(r.runs / RECORD_FILE, lambda tmp: tmp.write_text(text))
     return cfg
 
 
@@ -195,8 +180,8 @@ def vae4_recipe(r: Recipe):
 
 
 def p2_recipe(r: Recipe, cfg):
-    """Stage 4: the patch-2 DiT on the 4x model, six stages, each from the one before's DiT; their last two
-    averaged into ``RUNS/demo-dit4p2-mean``. Returns the last stage's config."""
+    """Stage 4: six patch-2 DiT stages on the 4x model, each from the one before's DiT, the last two averaged into
+    ``RUNS/demo-dit4p2-mean``; returns the last stage's config."""
     base = r.runs / "demo-model-4x"  # what --vae4 alone ships: the VAE and T5 the new DiT learns with
     assemble(r.model("dit4-more"), base, demo_defaults(cfg, r.model("dit4-more")), max_mb=r.args.max_mb,
              overwrite=True, vae=r.model("vae4-decoder-polish"))
@@ -214,8 +199,8 @@ def p2_recipe(r: Recipe, cfg):
 
 
 def demo_defaults(cfg, exported: Path) -> dict:
-    """videogen.json of the shipped model: the validation settings its DiT stage was watched with, and the
-    sampling its objective trained, as the stage's exported folder declares it."""
+    """videogen.json of the shipped model: its DiT stage's validation settings and the sampling that stage's
+    exported folder declares."""
     v, declared = cfg.validation, json.loads((exported / "videogen.json").read_text())
     return {"num_frames": v.frames, "height": v.height, "width": v.width, "fps": cfg.data.fps or 8.0,
             "num_steps": v.steps, "guidance_scale": v.guidance, "shift": v.shift, "sampler": "unipc",
@@ -239,8 +224,8 @@ def to_float16(folder: Path) -> None:
 
 def assemble(source: Path, target: Path, defaults: dict, *, max_mb: float, overwrite: bool,
              vae: Path | None = None) -> dict:
-    """Copy the model folder ``source`` to ``target`` (whole or not at all) with demo defaults; returns facts.
-    ``vae``: a model folder whose ``vae/`` replaces ``source``'s; it must code the same latents."""
+    """Copy the model folder ``source`` to ``target`` (whole or not at all) with demo defaults and, if given,
+    ``vae``'s VAE; in float16 if float32 is over ``max_mb``. Returns the facts of the record."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with staged_folder(target, overwrite=overwrite) as model:
         shutil.copytree(source, model, dirs_exist_ok=True)
@@ -263,9 +248,8 @@ def assemble(source: Path, target: Path, defaults: dict, *, max_mb: float, overw
 
 
 def average_dits(sources: list[Path], target: Path) -> None:
-    """A model folder at ``target``: ``sources[0]``'s, its DiT weights replaced by the mean of every source's
-    (float32, summed in float64). The sources are fine-tuned from one DiT, so their mean is a DiT too (a "model
-    soup", Wortsman et al. 2022)."""
+    """``sources[0]``'s model folder at ``target``, its DiT the mean of the sources' (summed in float64): fine-tuned
+    from one DiT, so their mean is a DiT too (a "model soup", Wortsman et al. 2022)."""
     from safetensors.torch import load_file, save_file
 
     weights = [load_file(str(source / DIT_WEIGHTS)) for source in sources]
@@ -279,8 +263,7 @@ def average_dits(sources: list[Path], target: Path) -> None:
 
 
 def _swap_vae(model: Path, vae: Path) -> None:
-    """Put ``vae``'s weights in place of ``model/vae``'s, refusing a VAE that would code other latents than the
-    DiT learned on."""
+    """Put ``vae``'s weights in place of ``model/vae``'s, unless it would code other latents than the DiT learned."""
     import torch
     from safetensors.torch import load_file
 
@@ -300,7 +283,7 @@ def _swap_vae(model: Path, vae: Path) -> None:
     for weights in old.glob(WEIGHTS):  # the weights only: the config (class name, as the DiT's run saved it) stays
         weights.unlink()
     for weights in vae.glob(WEIGHTS):
-        shutil.copy2(weights, old / weights.name)
+        shutil.copy2(weights, old)
 
 
 def write_training_record(target: Path, record: dict[str, StageRecord], facts: dict, argv: list[str]) -> None:
@@ -361,8 +344,8 @@ def build(r: Recipe) -> tuple[dict, dict[str, StageRecord]]:
     cfg = p2_recipe(r, cfg) if a.p2 else cfg
     shipped = "dit4p2-mean" if a.p2 else "dit4-more" if a.vae4 else "dit-more"
     trained = "dit4p2-noise" if a.p2 else shipped  # the stage whose export declares the trained sampling
-    record = {name: r.record[name] for name in STAGES + VAE4_STAGES + P2_STAGES  # in the order they run
-              if name in r.record and (a.vae4 or name not in VAE4_STAGES) and (a.p2 or name not in P2_STAGES)}
+    ran = STAGES + (VAE4_STAGES if a.vae4 else ()) + (P2_STAGES if a.p2 else ())  # in the order they run
+    record = {name: r.record[name] for name in ran if name in r.record}
     defaults = {**demo_defaults(cfg, r.model(trained)), **(P2_SAMPLING if a.p2 else {})}
     vae = r.model("vae4-decoder-polish") if a.vae4 and not a.p2 else None  # p2's folder holds it already
     facts = assemble(r.model(shipped), a.assets, defaults, max_mb=a.max_mb, overwrite=a.overwrite, vae=vae)
@@ -378,8 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     args, start = parse_args(argv), time.perf_counter()
     runs = args.runs.resolve()
     runs.mkdir(parents=True, exist_ok=True)
-    record = {n: StageRecord(**v) for n, v in json.loads((runs / RECORD_FILE).read_text()).items()} \
-        if (runs / RECORD_FILE).is_file() else {}
+    saved = json.loads((runs / RECORD_FILE).read_text()) if (runs / RECORD_FILE).is_file() else {}
+    record = {n: StageRecord(**v) for n, v in saved.items()}
     try:
         facts, shipped_record = build(Recipe(args, runs, record))
         write_training_record(args.assets, shipped_record, facts, argv)
