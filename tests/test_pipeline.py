@@ -329,3 +329,28 @@ def test_a_settings_object_and_keywords_are_the_same_request(pipe):
     with pytest.raises(InputError, match="unknown setting.*frame_rate"):
         pipe.generate(PROMPT, frame_rate=8, progress=False)
     assert isinstance(pipe.settings(), Settings) and pipe.settings(seed=3).seed == 3
+
+
+def test_a_folder_in_float16_and_the_mean_of_two_folders_load_and_run(pipe, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from videogen.modelfolder import average_component, to_float16, weights_file
+
+    first = pipe.save_pretrained(tmp_path / "a")
+    second = shutil.copytree(first, tmp_path / "b")
+    dit_b = load_file(str(weights_file(second, "transformer")))
+    dit_b = {k: v + 1.0 for k, v in dit_b.items()}
+    save_file(dit_b, str(weights_file(second, "transformer")), metadata={"format": "pt"})
+    mean = average_component([first, second], tmp_path / "mean")
+    dit_a, dit_m = (load_file(str(weights_file(f, "transformer"))) for f in (first, mean))
+    assert all(torch.allclose(dit_m[k], dit_a[k] + 0.5, atol=1e-6) for k in dit_a)
+    assert load_file(str(weights_file(mean, "vae"))).keys() == load_file(str(weights_file(first, "vae"))).keys()
+    to_float16(first)
+    assert {v.dtype for v in load_file(str(weights_file(first, "transformer"))).values()} == {torch.float16}
+    half = VideoPipeline.from_pretrained(first, device="cpu")
+    a = half.generate(PROMPT, **SMALL, num_steps=2, seed=1, progress=False).frames.astype(int)
+    b = pipe.generate(PROMPT, **SMALL, num_steps=2, seed=1, progress=False).frames.astype(int)
+    assert np.abs(a - b).mean() < 2.0  # only the stored precision changed
+    with pytest.raises(ModelError, match="do not match"):
+        save_file({"x": torch.zeros(1)}, str(weights_file(second, "transformer")))
+        average_component([first, second], tmp_path / "bad")

@@ -7,7 +7,6 @@ of configs/ into ``RUNS/demo-NAME``, resuming from a checkpoint or skipped when 
 """
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -23,7 +22,9 @@ sys.path.insert(0, str(ROOT))  # this checkout's videogen
 from videogen.atomic import staged_folder, write_atomic  # noqa: E402
 from videogen.bundled import config_path  # noqa: E402
 from videogen.errors import InputError, ResourceError, VideogenError  # noqa: E402
+from videogen.modelfolder import average_component, to_float16  # noqa: E402
 from videogen.train.state import latest  # noqa: E402
+from videogen.train.trainer import final_losses  # noqa: E402
 
 STAGES = ("vae-images", "vae", "dit", "dit-more")
 VAE4_STAGES = ("vae4-images", "vae4", "vae4-decoder", "vae4-decoder-more", "vae4-decoder-polish", "dit4",
@@ -40,12 +41,11 @@ P2_MEAN = ("dit4p2-pos3", "dit4p2-noise")  # the stages whose DiT weights are av
 P2_SAMPLING = {"guidance_interval": [0.85, 1.0], "image_guidance_interval": [0.5, 1.0], "image_first_frames": 5}
 RECORD_FILE = "train_demo.json"
 WEIGHTS = "*.safetensors"
-DIT_WEIGHTS = "transformer/diffusion_pytorch_model.safetensors"
 
 
 @dataclass
 class StageRecord:
-    """What one stage took and reached over its invocations (1 + resumes); the losses as `final_losses` reads them."""
+    """What one stage took and reached over its invocations (1 + resumes); the losses as `videogen.train.trainer.final_losses` reads them."""
 
     config: str  # the YAML file
     overrides: list[str]
@@ -78,22 +78,6 @@ class Recipe:
 def checkpoint_step(run: Path) -> int | None:
     newest = latest(run)
     return None if newest is None else json.loads((newest / "state.json").read_text())["step"]
-
-
-def final_losses(log_csv: Path) -> tuple[float | None, float | None, dict[str, float]]:
-    """Last logged loss, its mean over the last 10% of logged rows, and that mean of the other loss terms."""
-    if not log_csv.is_file():
-        return None, None, {}
-    with open(log_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return None, None, {}
-    tail, terms = rows[-max(1, len(rows) // 10):], {}
-    for key in [k for k in rows[0] if k not in ("step", "lr", "grad_norm", "samples_per_s", "samples")]:
-        values = [float(r[key]) for r in tail if r.get(key) not in (None, "")]
-        if values:
-            terms[key] = sum(values) / len(values)
-    return float(rows[-1]["loss"]), terms.pop("loss", None), terms
 
 
 def prepare_run(run: Path) -> bool:
@@ -194,7 +178,7 @@ def p2_recipe(r: Recipe, cfg):
         cfg = run_stage(r, name, config, wiring + init + more + r.args.set + r.args.set_dit
                         + [f"train.stop_step={end}"])
         init = [f"model.dit_init={r.model(name)}"]
-    average_dits([r.model(name) for name in P2_MEAN], r.model("dit4p2-mean"))
+    average_component([r.model(name) for name in P2_MEAN], r.model("dit4p2-mean"), "transformer")
     return cfg
 
 
@@ -210,16 +194,6 @@ def demo_defaults(cfg, exported: Path) -> dict:
 
 def folder_bytes(folder: Path, pattern: str = "*") -> int:
     return sum(p.stat().st_size for p in folder.rglob(pattern) if p.is_file())
-
-
-def to_float16(folder: Path) -> None:
-    """Rewrite every safetensors file's float32 tensors as float16 (the pipeline loads them back as float32)."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    for path in sorted(folder.rglob(WEIGHTS)):
-        half = {k: v.half() if v.dtype == torch.float32 else v for k, v in load_file(str(path)).items()}
-        save_file(half, str(path), metadata={"format": "pt"})
 
 
 def assemble(source: Path, target: Path, defaults: dict, *, max_mb: float, overwrite: bool,
@@ -245,21 +219,6 @@ def assemble(source: Path, target: Path, defaults: dict, *, max_mb: float, overw
             raise ResourceError(f"the model folder takes {total / 1e6:.1f} MB even in float16, over --max-mb {max_mb}")
     return {"weights_dtype": dtype, "float32_weight_mb": round(float32_bytes / 1e6, 2),
             "total_mb": round(total / 1e6, 2)}
-
-
-def average_dits(sources: list[Path], target: Path) -> None:
-    """``sources[0]``'s model folder at ``target``, its DiT the mean of the sources' (summed in float64): fine-tuned
-    from one DiT, so their mean is a DiT too (a "model soup", Wortsman et al. 2022)."""
-    from safetensors.torch import load_file, save_file
-
-    weights = [load_file(str(source / DIT_WEIGHTS)) for source in sources]
-    if any(w.keys() != weights[0].keys() for w in weights):
-        raise InputError(f"{', '.join(map(str, sources))}: their DiTs do not have the same weights to average")
-    mean = {k: (sum(w[k].double() for w in weights) / len(weights)).float().contiguous() for k in weights[0]}
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with staged_folder(target, overwrite=True) as staging:
-        shutil.copytree(sources[0], staging, dirs_exist_ok=True)
-        save_file(mean, str(staging / DIT_WEIGHTS), metadata={"format": "pt"})
 
 
 def _swap_vae(model: Path, vae: Path) -> None:

@@ -20,6 +20,7 @@ before any weights load. Weights are safetensors only.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -212,3 +213,46 @@ def label_diffusers_classes(folder: Path) -> None:
         config_path = Path(folder) / name / "config.json"
         if config_path.is_file():
             config_path.write_text(json.dumps({**read_json(config_path), "_class_name": class_name}, indent=2))
+
+
+# ------------------------------------------------------------------------------------ whole folders
+
+
+WEIGHTS = "*.safetensors"
+
+
+def weights_file(folder: Path, component: str) -> Path:
+    """The safetensors file of one component (``transformer/diffusion_pytorch_model.safetensors``...)."""
+    files = sorted((Path(folder) / component).glob(WEIGHTS))
+    if len(files) != 1:
+        raise ModelError(f"{Path(folder) / component}: expected one safetensors file, found {len(files)}")
+    return files[0]
+
+
+def to_float16(folder: Path) -> None:
+    """Rewrite every safetensors file's float32 tensors in ``folder`` as float16, in place: half the size on disk.
+
+    The pipeline loads them back into its own dtype (the VAE in float32), so only storage precision changes.
+    """
+    from safetensors.torch import load_file, save_file
+
+    for path in sorted(Path(folder).rglob(WEIGHTS)):
+        half = {k: v.half() if v.dtype == torch.float32 else v for k, v in load_file(str(path)).items()}
+        save_file(half, str(path), metadata={"format": "pt"})
+
+
+def average_component(sources: list[Path], target: Path, component: str = "transformer") -> Path:
+    """``sources[0]``'s folder written at ``target`` (staged), its ``component`` the mean of the sources' weights,
+    summed in float64: models fine-tuned from one start average into a working model ("model soups",
+    Wortsman et al. 2022). Sources whose weights differ in names are a `ModelError`."""
+    from safetensors.torch import load_file, save_file
+
+    weights = [load_file(str(weights_file(source, component))) for source in sources]
+    if any(w.keys() != weights[0].keys() for w in weights):
+        raise ModelError(f"{', '.join(map(str, sources))}: their {component} weights do not match to average")
+    mean = {k: (sum(w[k].double() for w in weights) / len(weights)).float().contiguous() for k in weights[0]}
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    with staged_folder(Path(target), overwrite=True) as staging:
+        shutil.copytree(sources[0], staging, dirs_exist_ok=True)
+        save_file(mean, str(weights_file(staging, component)), metadata={"format": "pt"})
+    return Path(target)

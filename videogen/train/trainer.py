@@ -122,6 +122,23 @@ class RunLog:
                     self.tensorboard.add_scalar(k, v, step)
 
 
+def final_losses(log_csv: Path) -> tuple[float | None, float | None, dict[str, float]]:
+    """A run's ``log.csv`` summed up: the last logged loss, its mean over the last 10% of logged rows, and that
+    mean of each other logged loss term (``(None, None, {})`` for a run that logged nothing)."""
+    if not Path(log_csv).is_file():
+        return None, None, {}
+    with open(log_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return None, None, {}
+    tail, terms = rows[-max(1, len(rows) // 10):], {}
+    for key in [k for k in rows[0] if k not in ("step", "lr", "grad_norm", "samples_per_s", "samples")]:
+        values = [float(r[key]) for r in tail if r.get(key) not in (None, "")]
+        if values:
+            terms[key] = sum(values) / len(values)
+    return float(rows[-1]["loss"]), terms.pop("loss", None), terms
+
+
 def _fmt(value) -> str:
     if value is None:
         return ""
