@@ -18,9 +18,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import secrets
+from numbers import Integral
 from dataclasses import dataclass, field, fields
-
-import numpy as np
 
 from videogen.errors import InputError, ModelError
 
@@ -57,7 +56,7 @@ class Geometry:
 
 
 def positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value <= 0:
         raise InputError(f"{name} must be a positive whole number, got {value!r}")
     return int(value)
 
@@ -103,7 +102,7 @@ def check_interval(value) -> tuple[float, float]:
 
 
 def check_seed(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= seed < 2**63:
         raise InputError(f"seed must be a whole number from 0 to 2^63 - 1, got {seed!r}")
     return int(seed)
 
