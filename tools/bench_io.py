@@ -15,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # measure this checkout, not an installed copy
 
-from videogen.eval.adherence import psnr  # noqa: E402
+from videogen.metrics import psnr  # noqa: E402
 
 
 def moving_pattern(t: int, h: int, w: int) -> np.ndarray:

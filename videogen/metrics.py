@@ -25,6 +25,14 @@ def psnr_from_mse(mse: float, peak: float = 255.0) -> float:
     return math.inf if mse == 0 else -10.0 * math.log10(mse / peak**2)
 
 
+def psnr(reference, test, peak: float = 255.0) -> float:
+    """PSNR in dB of two arrays of the same shape (uint8 frames: peak 255), over all their values."""
+    import numpy as np
+
+    mse = float(np.mean((np.asarray(reference, np.float64) - np.asarray(test, np.float64)) ** 2))
+    return psnr_from_mse(mse, peak)
+
+
 def gaussian_window(size: int, sigma: float, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A normalised 2-D Gaussian window (size, size), the outer product of the 1-D one."""
     x = torch.arange(size, dtype=dtype) - (size - 1) / 2

@@ -27,6 +27,7 @@ import numpy as np
 
 from videogen.data.shapes import BACKGROUNDS, DIRECTIONS, HELDOUT_PAIRS, pairs
 from videogen.eval.shapes import ATTRIBUTES, analyze, parse_caption, score, start_fits, summarize
+from videogen.metrics import psnr
 
 TARGETS = {"all_correct": 0.90, "all_correct_heldout": 0.80, "vae_psnr_db": 30.0, "cli_seconds_per_clip": 10.0}
 QUICK_SEEN = [("red", "circle"), ("green", "square"), ("blue", "triangle")]
@@ -131,12 +132,6 @@ def vae_psnr(model: Path, out: Path, *, clips: int, seed: int, num_frames: int, 
         through_mp4.append(result.psnr)
     return {"clips": clips, "psnr_db": float(np.mean(direct)), "psnr_mp4_db": float(np.mean(through_mp4)),
             "psnr_db_min": float(np.min(direct))}
-
-
-def psnr(reference: np.ndarray, test: np.ndarray) -> float:
-    """PSNR in dB of uint8 arrays over all pixels and channels."""
-    mse = float(np.mean((reference.astype(np.float64) - test.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def _median(values: list[float]) -> float | None:
