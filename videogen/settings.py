@@ -144,7 +144,8 @@ def setting(default, check: str, help: str, *, flag: str | None = None, what: st
     """A `Settings` field: its default, how it is checked (a key of CHECKS), its help, and its CLI flag.
 
     what: the name error messages use (default: the field's name with spaces); cli: extra argparse keywords
-    (``nargs``, ``metavar``, ``choices``). A field without a flag is set by the folder or the API only.
+    (``nargs``, ``metavar``, ``choices``; ``type`` where the default is None; ``action="bool"`` for an on/off
+    flag). A field without a flag is set by the folder or the API only.
     """
     meta = {"check": check, "help": help, "flag": flag, "what": what, "cli": cli}
     if isinstance(default, (list, dict)):
@@ -173,19 +174,19 @@ class Settings:
         "conditional branch alone elsewhere (default: all)", flag="--guidance-interval", nargs=2,
         metavar=("LOW", "HIGH"), type=float)
     shift: float | None = setting(None, "positive", "timestep shift (default: the scheduler's; Wan2.1: 3 at 480p, "
-                                  "5 at 720p)", flag="--shift")
+                                  "5 at 720p)", flag="--shift", type=float)
     sampler: str | None = setting(None, "sampler", "default: the model folder's scheduler", flag="--sampler",
-                                  choices=list(SAMPLER_NAMES))
+                                  choices=list(SAMPLER_NAMES), type=str)
     fps: float = setting(16.0, "positive", "frame rate of the file (Wan2.1: 16)", flag="--fps")
     seed: int | None = setting(None, "seed", "random seed; the same seed gives the same video (default: random)",
-                               flag="--seed")
+                               flag="--seed", type=int)
     negative_prompt: str = setting("", "text", "what guidance steers away from", flag="--negative-prompt")
     frame_conditioning: bool = setting(False, "flag", "the model was trained with known frames at timestep 0, so "
                                        "tasks hold them that way (else: the training-free 'replace')")
     image_first: bool = setting(False, "flag", "sample the first frame alone, then the clip from it (models "
                                 "trained for it)", flag="--image-first", what="image_first", action="bool")
     image_guidance_scale: float | None = setting(None, "number", "guidance scale of --image-first's first frame "
-                                                 "(default: --guidance)", flag="--image-guidance")
+                                                 "(default: --guidance)", flag="--image-guidance", type=float)
     image_guidance_interval: tuple[float, float] | None = setting(
         None, "interval", "--guidance-interval of --image-first's first frame (default: --guidance-interval)",
         flag="--image-guidance-interval", nargs=2, metavar=("LOW", "HIGH"), type=float)

@@ -206,15 +206,14 @@ def generate(pipe: Pipeline, prompt: str, *, latents: torch.Tensor | None = None
     noise = pipe.initial_noise(settings, latents)
     with frame_sink(output, settings.fps, overwrite) as sink:
         text = pipe.encode_prompts(prompt, settings)
-        denoise = denoise_image_first if settings.image_first and noise.shape[2] > 1 else _denoise_plain
-        clean = denoise(pipe, settings, noise, text, callback=callback, attention=attention, progress=progress)
+        options = dict(callback=callback, attention=attention, progress=progress)
+        if settings.image_first and noise.shape[2] > 1:
+            clean = denoise_image_first(pipe, settings, noise, text, **options)
+        else:
+            clean = pipe.denoise(settings, noise, text, **options)
         for frames in pipe.decode_frames(clean, progress=progress, total=settings.num_frames):
             sink.write(frames)
     return sink.result()
-
-
-def _denoise_plain(pipe: Pipeline, settings: Settings, noise: torch.Tensor, text: TextStates, **options):
-    return pipe.denoise(settings, noise, text, **options)
 
 
 def denoise_image_first(pipe: Pipeline, settings: Settings, noise: torch.Tensor, text: TextStates, *,

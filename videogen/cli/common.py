@@ -76,7 +76,7 @@ def add_settings_options(p, *, skip: tuple[str, ...] = (), flags: dict[str, tupl
         if cli.pop("action", None) == "bool":
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
             continue
-        kind = cli.pop("type", None) or _argument_type(f)
+        kind = cli.pop("type", None) or type(f.default)
         if "choices" not in cli:
             cli.setdefault("metavar", flag.lstrip("-").upper().replace("-", "_"))
         p.add_argument(flag, dest=f.name, type=kind, help=help_text, **cli)
@@ -88,24 +88,11 @@ def add_settings_options(p, *, skip: tuple[str, ...] = (), flags: dict[str, tupl
                    help="run in this process even when 'videogen serve' is running")
 
 
-def _argument_type(f):
-    """argparse's type for a field: its default's type, or the one its annotation names."""
-    if isinstance(f.default, bool):
-        raise TypeError(f"{f.name}: a bool setting needs action='bool'")
-    if f.default is not None:
-        return type(f.default)
-    return {"float": float, "int": int, "str": str}[str(f.type).split(" ")[0]]
-
-
 def settings_overrides(args) -> dict:
     """The `Settings` fields the command line gives (the options left out are not here)."""
     names = set(Settings.names())
-    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    if "guidance_interval" in values:
-        values["guidance_interval"] = tuple(values["guidance_interval"])
-    if "image_guidance_interval" in values:
-        values["image_guidance_interval"] = tuple(values["image_guidance_interval"])
-    return values
+    return {k: tuple(v) if isinstance(v, list) else v  # nargs options (the intervals) parse as lists
+            for k, v in vars(args).items() if k in names and v is not None}
 
 
 def default_output_path(prompt: str, folder: Path = Path(".")) -> Path:
