@@ -37,7 +37,9 @@ def recorded(pipe, monkeypatch):
 
     def denoise(self, settings, noise, text, **kw):
         result = original(self, settings, noise, text, **kw)
-        calls.append(dict(known=kw["known"].clone(), clean=kw["clean"].clone(), method=kw["method"], result=result))
+        condition = kw["condition"]
+        calls.append(dict(known=condition.known.clone(), clean=condition.clean.clone(), method=kw["method"],
+                          result=result))
         return result
 
     monkeypatch.setattr(type(pipe), "denoise", denoise)
@@ -214,8 +216,8 @@ def test_guidance_interval_reaches_each_pass_and_changes_the_clip(pipe, tiny_wan
     intervals, batches = _record_passes(pipe, monkeypatch, "guidance_interval"), []
     original_model = type(pipe)._velocity_model
 
-    def velocity_model(self, shape):
-        model = original_model(self, shape)
+    def velocity_model(self, dit, shape, condition):
+        model = original_model(self, dit, shape, condition)
         return lambda x, t, text: batches.append(x.shape[0]) or model(x, t, text)
 
     monkeypatch.setattr(type(pipe), "_velocity_model", velocity_model)

@@ -199,21 +199,34 @@ def test_broken_folders_are_model_errors(tiny_wan_folder, tmp_path, how, message
         VideoPipeline.from_pretrained(folder)
 
 
-@pytest.mark.parametrize("entries, named", [
-    ({"transformer_2": ["diffusers", "WanTransformer3DModel"], "boundary_ratio": 0.875},
-     "boundary_ratio, transformer_2"),
-    ({"expand_timesteps": True}, "expand_timesteps"),
-    ({"image_encoder": ["transformers", "CLIPVisionModel"]}, "image_encoder"),
+@pytest.mark.parametrize("entries, message", [
+    ({"audio_encoder": ["transformers", "WhisperModel"]},
+     "cannot run this model as published: its audio_encoder is not supported"),
+    ({"_class_name": "WanVACEPipeline"}, "a WanVACEPipeline folder; videogen runs WanPipeline and"),
+    ({"transformer_2": ["diffusers", "WanTransformer3DModel"]}, "incomplete: transformer_2/ missing"),
+    ({"boundary_ratio": 0.875}, "has boundary_ratio without transformer_2"),
+    ({"image_encoder": ["transformers", "CLIPVisionModel"]}, "incomplete: image_encoder/ missing"),
+    ({"expand_timesteps": "yes"}, "expand_timesteps must be true or false"),
 ])
-def test_a_folder_with_parts_we_do_not_run_is_refused_not_half_run(tiny_wan_folder, tmp_path, entries, named):
-    """Wan2.2 A14B (two experts), TI2V (per-token timesteps), Wan2.1 I2V (an image encoder): one line, no load."""
+def test_a_folder_with_parts_we_do_not_run_is_refused_not_half_run(tiny_wan_folder, tmp_path, entries, message):
+    """A part or mode we would leave out, or one declared without what it needs: one line, no load."""
     folder = _copy(tiny_wan_folder, tmp_path)
     index = json.loads((folder / "model_index.json").read_text())
     (folder / "model_index.json").write_text(json.dumps({**index, **entries}))
-    with pytest.raises(ModelError, match=f"cannot run this model as published: its {named} (is|are) not supported"):
+    with pytest.raises(ModelError, match=message):
         VideoPipeline.from_pretrained(folder)
     assert main(["generate", PROMPT, "--model", str(folder), "-o", str(tmp_path / "x.mp4")]) == 2
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_a_second_expert_without_its_folder_parts_is_refused(tiny_wan_folder, tmp_path):
+    """transformer_2/ present but no boundary: where the second expert takes over is not known."""
+    folder = _copy(tiny_wan_folder, tmp_path)
+    shutil.copytree(folder / "transformer", folder / "transformer_2")
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "transformer_2": index["transformer"]}))
+    with pytest.raises(ModelError, match="has transformer_2 without boundary_ratio; both or neither"):
+        VideoPipeline.from_pretrained(folder)
 
 
 def test_saved_folder_is_an_ordinary_folder(pipe, tmp_path):

@@ -169,6 +169,9 @@ class Settings:
     num_steps: int = setting(50, "count", "sampling steps (Wan2.1: 50)", flag="--steps", what="number of steps")
     guidance_scale: float = setting(5.0, "number", "classifier-free guidance scale; <= 1 turns it off (Wan2.1: 5)",
                                     flag="--guidance")
+    guidance_scale_2: float | None = setting(None, "number", "guidance scale of a two-expert model's low-noise "
+                                             "expert (Wan2.2 A14B; default: --guidance)", flag="--guidance-2",
+                                             type=float)
     guidance_interval: tuple[float, float] | None = setting(
         None, "interval", "apply guidance only at noise levels from LOW to HIGH (0 clean, 1 pure noise), the "
         "conditional branch alone elsewhere (default: all)", flag="--guidance-interval", nargs=2,
@@ -243,7 +246,7 @@ class Settings:
     @property
     def guides(self) -> bool:
         """Whether any pass runs classifier-free guidance (and so needs the negative prompt's states)."""
-        scales = [self.guidance_scale]
+        scales = [self.guidance_scale, _either(self.guidance_scale_2, self.guidance_scale)]
         if self.image_first and self.image_guidance_scale is not None:
             scales.append(self.image_guidance_scale)
         return max(scales) > 1

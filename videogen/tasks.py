@@ -37,7 +37,7 @@ from videogen.diffusion.sampling import StepCallback
 from videogen.errors import InputError
 from videogen.frames import fit_frames, fit_notice
 from videogen.io import Video, frame_sink, iter_frames, probe_video
-from videogen.pipeline import Pipeline, TextStates
+from videogen.pipeline import Condition, Pipeline, TextStates, bridge_clip  # noqa: F401 (bridge_clip: the tasks' API)
 from videogen.settings import Settings
 
 CHUNK = 16  # frames read, fitted and written at a time
@@ -155,13 +155,19 @@ class _Run:
     attention: str | None
     progress: bool
 
-    def sample(self, known_latents: dict[int, torch.Tensor]) -> torch.Tensor:
-        """One window's latents (1, C, T', H', W'), the given latent frames held clean."""
+    latents: torch.Tensor | None = None  # the caller's initial noise for the first window
+
+    def sample(self, first: np.ndarray | None = None, last: np.ndarray | None = None) -> torch.Tensor:
+        """One window's latents (1, C, T', H', W'), conditioned on the frames it opens with and ends on
+        (`Pipeline.condition`: the model's own way)."""
         s, pipe = self.settings, self.pipe
-        shape = pipe.latent_shape(s.num_frames, s.height, s.width)
-        noise = torch.randn(shape, generator=self.generator, dtype=torch.float32).to(pipe.device)
-        known, clean = pipe.known_window(shape, known_latents)
-        return pipe.denoise(s, noise, self.text, known=known, clean=clean, method=self.method,
+        condition = pipe.condition(s, first=first, last=last, method=self.method)
+        if self.latents is not None:
+            noise, self.latents = pipe.initial_noise(s, self.latents), None
+        else:
+            shape = pipe.latent_shape(s.num_frames, s.height, s.width)
+            noise = torch.randn(shape, generator=self.generator, dtype=torch.float32).to(pipe.device)
+        return pipe.denoise(s, noise, self.text, condition=condition, method=self.method,
                             attention=self.attention, progress=self.progress)
 
     def decode(self, latents: torch.Tensor) -> Iterator[np.ndarray]:
@@ -182,15 +188,28 @@ def check_run(pipe: Pipeline, settings: Settings, *, output, overwrite: bool, at
     return output
 
 
-def _start(pipe: Pipeline, prompt: str, *, method, attention, progress, output, overwrite,
+def _start(pipe: Pipeline, prompt: str, *, method, attention, progress, output, overwrite, latents=None,
            **overrides) -> tuple[_Run, Path | None]:
     """Validate a task's settings, check the output and memory, encode the prompt: all before the first window."""
     settings = pipe.settings(overrides.pop("settings", None), **overrides)
     output = check_run(pipe, settings, output=output, overwrite=overwrite, attention=attention)
     method = pipe.frame_method(method)
+    if latents is not None:
+        pipe.initial_noise(settings, latents)  # the shape check, before any work
     text = pipe.encode_prompts(prompt, settings)
     generator = torch.Generator("cpu").manual_seed(settings.seed)
-    return _Run(pipe, settings, text, method, generator, attention, progress), output
+    return _Run(pipe, settings, text, method, generator, attention, progress, latents), output
+
+
+def _window_of(pipe: Pipeline, latents: torch.Tensor | None) -> dict:
+    """The window size that given initial latents ``(1, C, T', H', W')`` fix: frames, height and width."""
+    if latents is None:
+        return {}
+    if latents.ndim != 5:
+        raise InputError(f"initial latents must be (1, C, T', H', W'), got shape {tuple(latents.shape)}")
+    g = pipe.geometry
+    t, h, w = latents.shape[2:]
+    return dict(num_frames=1 + g.temporal * (t - 1), height=h * g.spatial, width=w * g.spatial)
 
 
 # ----------------------------------------------------------------------------------------- generate
@@ -204,6 +223,7 @@ def generate(pipe: Pipeline, prompt: str, *, latents: torch.Tensor | None = None
     settings = pipe.settings(overrides.pop("settings", None), **overrides)
     output = check_run(pipe, settings, output=output, overwrite=overwrite, attention=attention)
     noise = pipe.initial_noise(settings, latents)
+    pipe.condition(settings)  # text alone: refused by a model that needs a first frame
     with frame_sink(output, settings.fps, overwrite) as sink:
         text = pipe.encode_prompts(prompt, settings)
         options = dict(callback=callback, attention=attention, progress=progress)
@@ -262,6 +282,7 @@ def extend(
     attention: str | None = None,
     progress: bool = True,
     notify: Notify | None = None,
+    latents: torch.Tensor | None = None,
     **overrides,
 ):
     """The input's frames followed by ``num_new_frames`` new frames that continue them.
@@ -269,23 +290,28 @@ def extend(
     video: a `videogen.io.Video`, uint8 frames (T, H, W, 3), one image (H, W, 3), or a video/image file.
     An image is animated (image-to-video: 1 + N frames). num_new_frames: any positive count (default: one
     window's worth); the last window is generated whole and trimmed. context: how many of the last frames
-    condition each window, ``1 + 4k`` (default: half the window's latent frames; fewer if the input is
-    shorter). window: frames per sampling window, ``4k + 1`` (default: the model folder's). height/width:
+    condition each window, ``1 + 4k`` (default: one frame for a Wan model's own image conditioning -- I2V,
+    FLF2V, TI2V --, else half the window's latent frames; fewer if the input is shorter). window: frames per sampling window, ``4k + 1`` (default: the model folder's). height/width:
     the output size (default: the folder's); inputs are centre-cropped and resized to it, and ``notify``
     is told so. fps: default the input's (the folder's for an image). method: "timestep" or "replace"
-    (default: what the folder declares). overrides: other `videogen.settings.Settings` fields (negative_prompt,
+    (default: what the folder declares; an I2V model takes frames as input channels). latents: the first
+    window's initial noise ``(1, C, T', H', W')``, which fixes the window's frames and size. overrides: other `videogen.settings.Settings` fields (negative_prompt,
     num_steps, guidance_scale, guidance_interval, shift, sampler, seed...).
 
     Returns a `videogen.io.Video`, or with ``output`` the `Path` of the file the frames streamed into.
     """
     source = open_source(video, "input video")
-    height, width = _size(pipe, height, width)
-    window = window or pipe.defaults.num_frames
+    fixed = _window_of(pipe, latents)
+    height, width = _size(pipe, height or fixed.get("height"), width or fixed.get("width"))
+    window = window or fixed.get("num_frames") or pipe.defaults.num_frames
     temporal = pipe.geometry.temporal
-    wanted = check_context(context if context is not None else default_context(window, temporal), window, temporal)
+    if context is None:  # a Wan model's own conditioning was trained on one frame; ours on half a window
+        native = pipe.layout.condition_channels or pipe.layout.expand_timesteps
+        context = 1 if native else default_context(window, temporal)
+    wanted = check_context(context, window, temporal)
     run, output = _start(pipe, prompt, num_frames=window, height=height, width=width, fps=fps or source.fps,
                          method=method, attention=attention, progress=progress, output=output,
-                         overwrite=overwrite, **overrides)
+                         overwrite=overwrite, latents=latents, **overrides)
     if num_new_frames is not None:
         check_new_frames(num_new_frames)
     with frame_sink(output, run.settings.fps, overwrite) as sink:
@@ -324,7 +350,7 @@ def extension_frames(run: _Run, tail: np.ndarray, num_new: int, context: int) ->
     produced = 0
     while produced < num_new:
         k = context_frames(len(tail), context, temporal)  # 1 + 4k frames encode to 1 + k latent frames
-        latents = run.sample({0: run.pipe.encode_frames(tail[-k:])})  # (1, C, T', H', W')
+        latents = run.sample(first=tail[-k:])  # (1, C, T', H', W')
         for chunk in _new_frames(run, latents, skip=k, limit=num_new - produced):
             produced += len(chunk)
             tail = np.concatenate([tail, chunk])[-context:]
@@ -363,27 +389,29 @@ def interpolate(
     attention: str | None = None,
     progress: bool = True,
     notify: Notify | None = None,
+    latents: torch.Tensor | None = None,
     **overrides,
 ):
     """``num_frames`` frames that begin on START's last frame and end on END's first, moving between.
 
     start, end: as `extend`'s video (images or videos). num_frames: ``4k + 1``, at least 5 (default: the
     folder's window). The two given frames are pasted into the output exactly; the others are sampled
-    with the first and last latent frames known. Other arguments as in `extend`.
+    conditioned on both, the model's own way (an FLF2V model's first and last frame, else the first and
+    last latent frames held known). Other arguments as in `extend`.
     """
     first_source, last_source = open_source(start, "start"), open_source(end, "end")
-    height, width = _size(pipe, height, width)
-    num_frames = num_frames or pipe.defaults.num_frames
+    fixed = _window_of(pipe, latents)
+    height, width = _size(pipe, height or fixed.get("height"), width or fixed.get("width"))
+    num_frames = num_frames or fixed.get("num_frames") or pipe.defaults.num_frames
     temporal = pipe.geometry.temporal
     if isinstance(num_frames, (int, np.integer)) and not isinstance(num_frames, bool) and 0 < num_frames <= temporal:
         raise InputError(f"interpolation needs at least {temporal + 1} frames, got {num_frames}")
     run, output = _start(pipe, prompt, num_frames=num_frames, height=height, width=width,
                          fps=fps or first_source.fps, method=method, attention=attention, progress=progress,
-                         output=output, overwrite=overwrite, **overrides)
+                         output=output, overwrite=overwrite, latents=latents, **overrides)
     a = fit_frames(_report(last_frame(first_source), first_source.name, height, width, notify), height, width)
     b = fit_frames(_report(first_frame(last_source), last_source.name, height, width, notify), height, width)
-    latent = pipe.encode_frames(bridge_clip(a, b, run.settings.num_frames, temporal))  # (1, C, T', H', W')
-    latents = run.sample({0: latent[:, :, :1], latent.shape[2] - 1: latent[:, :, -1:]})
+    latents = run.sample(first=a, last=b)  # (1, C, T', H', W')
     with frame_sink(output, run.settings.fps, overwrite) as sink:
         for chunk in _pasted(run, latents, a, b):
             sink.write(chunk)
@@ -395,21 +423,6 @@ def _report(frame: np.ndarray, name: str, height: int, width: int, notify: Notif
     if notice and notify is not None:
         notify(notice)
     return frame
-
-
-def bridge_clip(a: np.ndarray, b: np.ndarray, num_frames: int, temporal: int = 4) -> np.ndarray:
-    """The clip whose first and last latent frames stand for frame ``a`` and frame ``b``.
-
-    The causal VAE's last latent frame summarises the last ``temporal`` pixel frames, so those are all
-    ``b`` (a still end, as the output will show it); the frames between are a linear crossfade, a neutral
-    guess of the motion that only the causal history of the last latent frame sees (their own latent
-    frames are not used). Encoding the clip at the window's full length gives the last latent frame the
-    same causal history length as in the sampled video. a, b: uint8 (1, H, W, 3); returns (N, H, W, 3).
-    """
-    middle = num_frames - 1 - temporal
-    weights = np.linspace(0.0, 1.0, middle + 2)[1:-1].reshape(-1, 1, 1, 1)  # (middle, 1, 1, 1)
-    fade = ((1 - weights) * a.astype(np.float32) + weights * b.astype(np.float32)).round().astype(np.uint8)
-    return np.concatenate([a, fade, np.repeat(b, temporal, axis=0)])  # (N, H, W, 3)
 
 
 def _pasted(run: _Run, latents: torch.Tensor, a: np.ndarray, b: np.ndarray) -> Iterator[np.ndarray]:

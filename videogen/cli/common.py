@@ -107,11 +107,12 @@ def default_output_path(prompt: str, folder: Path = Path(".")) -> Path:
 # ------------------------------------------------------------------------------ before the model loads
 
 
-def check_before_loading(args, overrides: dict) -> Settings:
+def check_before_loading(args, overrides: dict, *, from_text: bool = False) -> Settings:
     """Refuse a missing or broken folder, settings it cannot take and missing LoRA files, before the (slow) load.
 
-    The settings are checked against the folder's own geometry, read from its configs. No ``--model`` means
-    the bundled demo model (``args.model`` is set to it).
+    The settings are checked against the folder's own geometry and layout, read from its configs; from_text:
+    the task draws from text alone, which an image-to-video model cannot. No ``--model`` means the bundled
+    demo model (``args.model`` is set to it).
     """
     from videogen import modelfolder
     from videogen.bundled import default_model_path
@@ -122,6 +123,12 @@ def check_before_loading(args, overrides: dict) -> Settings:
     index = modelfolder.check_folder(folder)
     settings = modelfolder.read_defaults(folder, index).override(**overrides)
     resolved = settings.resolve(modelfolder.read_geometry(folder))
+    layout = modelfolder.read_layout(folder, index)
+    if from_text and not layout.text_to_video:
+        raise InputError(f"{folder} is a {layout.name} model, which draws from a first frame: use "
+                         "`videogen extend IMAGE` (or interpolate) with it")
+    if resolved.guidance_scale_2 is not None and layout.experts == 1:
+        raise InputError("--guidance-2 is the low-noise expert's guidance: this model has one expert")
     for lora, _ in loras(args):
         if not lora.is_file():
             raise InputError(f"{lora}: no such LoRA file")

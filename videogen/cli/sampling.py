@@ -61,7 +61,7 @@ def add_generate(subparsers, root) -> None:
 
 def run_generate(args, pipelines) -> int:
     overrides = _seeded(args)
-    check_before_loading(args, overrides)
+    check_before_loading(args, overrides, from_text=True)
     output = Path(args.output) if args.output else default_output_path(args.prompt)
     check_target(output, args.overwrite)
     pipe = pipelines.pipeline(args)

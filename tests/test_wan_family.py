@@ -1,0 +1,140 @@
+"""Every Wan layout videogen loads, against diffusers' own pipeline on the same tiny random folder.
+
+Each folder is saved by diffusers (`videogen.testing.build_tiny_wan_folder`); our pipeline loads it and renders
+with the same initial noise; the frames must equal diffusers' up to uint8 rounding (mean |diff| <= 0.5 / 255).
+The CLI runs on each folder too, and each refuses what it cannot do in one line.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from videogen import VideoPipeline
+from videogen.cli import main
+
+PROMPT = "a red circle moving left on a black background"
+SMALL = dict(num_frames=9, height=32, width=32)
+STEPS = dict(num_steps=4, guidance_scale=4.0)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """layout -> a tiny random folder of that layout (built once per module, on demand)."""
+    from videogen.testing import build_tiny_wan_folder
+
+    built = {}
+
+    def folder(layout):
+        if layout not in built:
+            built[layout] = build_tiny_wan_folder(tmp_path_factory.mktemp(layout) / "model", layout=layout)
+        return built[layout]
+
+    return folder
+
+
+def _reference(folder):
+    import diffusers
+
+    class_name = json.loads((folder / "model_index.json").read_text())["_class_name"]
+    return getattr(diffusers, class_name).from_pretrained(folder)
+
+
+def _noise(pipe, seed=0, **size):
+    shape = pipe.latent_shape(size.get("num_frames", 9), size.get("height", 32), size.get("width", 32))
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _theirs(reference, **kwargs) -> np.ndarray:
+    """diffusers' frames (T, H, W, 3) in [0, 1] for the same prompt, size and steps."""
+    return reference(PROMPT, negative_prompt="", num_inference_steps=STEPS["num_steps"], output_type="np",
+                     **SMALL, **kwargs).frames[0]
+
+
+def _assert_same_frames(ours: np.ndarray, theirs: np.ndarray) -> None:
+    assert ours.shape == theirs.shape and ours.dtype == np.uint8
+    diff = np.abs(ours / 255.0 - theirs)
+    assert diff.mean() <= 0.5 / 255 and diff.max() <= 1 / 255 + 1e-6  # uint8 rounding only
+    assert theirs.std() > 0.01  # a real picture, not a constant
+
+
+# ------------------------------------------------------------------------------- Wan2.2 A14B (T2V)
+
+
+def test_two_experts_match_diffusers_with_a_guidance_scale_each(folders):
+    folder = folders("t2v-a14b")
+    pipe, reference = VideoPipeline.from_pretrained(folder, device="cpu"), _reference(folder)
+    assert pipe.layout.experts == 2 and pipe.layout.boundary_ratio == 0.875
+    noise = _noise(pipe)
+    theirs = _theirs(reference, guidance_scale=4.0, guidance_scale_2=2.0, latents=noise)
+    ours = pipe.generate(PROMPT, **SMALL, **STEPS, guidance_scale_2=2.0, latents=noise, progress=False)
+    _assert_same_frames(ours.frames, theirs)
+    # the second expert matters: without it (the high-noise expert throughout) the clip differs
+    one = VideoPipeline(pipe.text_encoder, pipe.vae, pipe.transformer, pipe.scheduler_config, device="cpu")
+    alone = one.generate(PROMPT, **SMALL, **STEPS, latents=noise, progress=False)
+    assert np.abs(alone.frames.astype(int) - ours.frames.astype(int)).mean() > 1
+
+
+def test_each_expert_runs_on_its_side_of_the_boundary(folders, monkeypatch):
+    pipe = VideoPipeline.from_pretrained(folders("t2v-a14b"), device="cpu", offload=True)
+    calls = []
+    for name, expert in (("high", pipe.transformer), ("low", pipe.transformer_2)):
+        original = expert.forward
+
+        def forward(x, t, *args, _name=name, _original=original, **kw):
+            calls.append((_name, float(t.max()), {m.device.type for m in pipe.experts if m is not None}))
+            return _original(x, t, *args, **kw)
+
+        monkeypatch.setattr(expert, "forward", forward)
+    pipe.generate(PROMPT, **SMALL, num_steps=6, guidance_scale=1.0, progress=False)
+    boundary = 0.875 * 1000
+    assert [name for name, _, _ in calls] == ["high" if t >= boundary else "low" for _, t, _ in calls]
+    assert {name for name, _, _ in calls} == {"high", "low"}
+
+
+def test_offload_sends_one_expert_back_before_the_other_runs(folders, monkeypatch):
+    """With offload, the high-noise expert goes back to the CPU before the low-noise one is placed and runs
+    (on this CPU-only machine the device is the CPU too, so the order of the calls is what is checked)."""
+    pipe = VideoPipeline.from_pretrained(folders("t2v-a14b"), device="cpu", offload=True)
+    events = []
+    for name, expert in (("high", pipe.transformer), ("low", pipe.transformer_2)):
+        to, forward = expert.to, expert.forward
+        monkeypatch.setattr(expert, "to", lambda *a, _n=name, _o=to, **k: events.append((_n, "to", str(a[0])))
+                            or _o(*a, **k))
+        monkeypatch.setattr(expert, "forward", lambda *a, _n=name, _o=forward, **k: events.append((_n, "run", ""))
+                            or _o(*a, **k))
+    pipe.generate(PROMPT, **SMALL, num_steps=6, guidance_scale=1.0, progress=False)
+    first_low = events.index(("low", "run", ""))
+    last_high = max(i for i, e in enumerate(events) if e == ("high", "run", ""))
+    assert last_high < first_low and ("high", "to", "cpu") in events[last_high:first_low]
+    assert events[-2:] in ([("high", "to", "cpu"), ("low", "to", "cpu")], [("low", "to", "cpu"), ("high", "to", "cpu")])
+
+
+def test_guidance_scale_2_is_refused_by_a_one_expert_model(folders, tiny_wan_folder, tmp_path):
+    from videogen.errors import InputError
+
+    pipe = VideoPipeline.from_pretrained(tiny_wan_folder, device="cpu")
+    with pytest.raises(InputError, match="low-noise expert's guidance: this model has one expert"):
+        pipe.generate(PROMPT, **SMALL, guidance_scale_2=3.0, progress=False)
+    out = tmp_path / "x.mp4"
+    assert main(["generate", PROMPT, "--model", str(tiny_wan_folder), "--guidance-2", "3", "-o", str(out)]) == 2
+    assert not out.exists()
+
+
+def test_cli_generates_with_two_experts(folders, tmp_path, capsys):
+    out = tmp_path / "clip.mp4"
+    code = main(["generate", PROMPT, "--model", str(folders("t2v-a14b")), "--frames", "9", "--height", "32",
+                 "--width", "32", "--steps", "3", "--guidance-2", "2", "--seed", "1", "-o", str(out)])
+    assert code == 0 and out.is_file() and f"wrote {out}" in capsys.readouterr().out
+
+
+def test_a_saved_two_expert_pipeline_loads_in_diffusers(folders, tmp_path):
+    pipe = VideoPipeline.from_pretrained(folders("t2v-a14b"), device="cpu")
+    saved = pipe.save_pretrained(tmp_path / "saved")
+    index = json.loads((saved / "model_index.json").read_text())
+    assert index["boundary_ratio"] == 0.875 and index["transformer_2"] == ["diffusers", "WanTransformer3DModel"]
+    again = _reference(saved)
+    noise = _noise(pipe)
+    ours = pipe.generate(PROMPT, **SMALL, **STEPS, latents=noise, progress=False)
+    _assert_same_frames(ours.frames, _theirs(again, guidance_scale=4.0, latents=noise))
