@@ -138,3 +138,37 @@ def test_a_saved_two_expert_pipeline_loads_in_diffusers(folders, tmp_path):
     noise = _noise(pipe)
     ours = pipe.generate(PROMPT, **SMALL, **STEPS, latents=noise, progress=False)
     _assert_same_frames(ours.frames, _theirs(again, guidance_scale=4.0, latents=noise))
+
+
+# ------------------------------------------------------------------------------------ honest labels
+
+
+def test_a_transformer_diffusers_cannot_compute_is_not_labelled_as_diffusers(tmp_path):
+    """The bundled DiT has frame positions, which diffusers' WanTransformer3DModel would silently drop: the
+    folder names our class, and diffusers refuses it in words instead of loading a different model."""
+    import shutil
+
+    from diffusers import WanPipeline
+
+    from videogen.bundled import default_model_path
+
+    folder = default_model_path()
+    index = json.loads((folder / "model_index.json").read_text())
+    config = json.loads((folder / "transformer" / "config.json").read_text())
+    assert config["frame_position_dim"] > 0
+    assert index["transformer"] == ["videogen", "VideoDiT"] and config["_class_name"] == "VideoDiT"
+    assert index["vae"] == ["diffusers", "AutoencoderKLWan"]
+    with pytest.raises(ValueError, match="videogen"):  # in a fresh process: "videogen is not one of the
+        WanPipeline.from_pretrained(folder)  # libraries Diffusers can load components from"
+    pipe = VideoPipeline.from_pretrained(folder, device="cpu")  # ours loads it
+    saved = pipe.save_pretrained(tmp_path / "saved")  # and writes it labelled the same way
+    assert json.loads((saved / "model_index.json").read_text())["transformer"] == ["videogen", "VideoDiT"]
+    # without frame positions, a fine-tuned copy is diffusers' class again (a folder written over another's)
+    from videogen.modelfolder import label_diffusers_classes
+
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    config.pop("frame_position_dim")
+    (copy / "transformer" / "config.json").write_text(json.dumps(config))
+    label_diffusers_classes(copy)
+    assert json.loads((copy / "model_index.json").read_text())["transformer"] == ["diffusers", "WanTransformer3DModel"]

@@ -324,8 +324,11 @@ def label_diffusers_classes(folder: Path) -> dict[str, list[str]]:
         library = "diffusers"
         if name.startswith("transformer") and config.get("frame_position_dim"):
             library, class_name = "videogen", OWN_TRANSFORMER
-        config_path.write_text(json.dumps({**config, "_class_name": class_name}, indent=2))
+        config_path.write_text(json.dumps({**config, "_class_name": class_name}, indent=2) + "\n")
         labels[name] = [library, class_name]
+    index_path = Path(folder) / "model_index.json"
+    if index_path.is_file():  # a folder written over another's: its index follows what it now holds
+        index_path.write_text(json.dumps({**read_json(index_path), **labels}, indent=2))
     return labels
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from videogen.atomic import staged_folder
-from videogen.modelfolder import DEFAULTS_FILE
+from videogen.modelfolder import DEFAULTS_FILE, label_diffusers_classes
 from videogen.train.components import Components, scheduler_config
 from videogen.train.config import TrainConfig
 from videogen.train.validation import evaluating
@@ -74,6 +74,7 @@ def save_model_folder(cfg: TrainConfig, parts: Components, folder: Path) -> Path
         for name, module in trained.items():
             shutil.rmtree(staging / name, ignore_errors=True)
             module.save_pretrained(staging / name)
+        label_diffusers_classes(staging)
         declared = trained_sampling(cfg)
         if declared:  # what the DiT now knows, over what the base folder declared
             path = staging / DEFAULTS_FILE
