@@ -317,7 +317,12 @@ def test_input_is_fitted_and_reported(pipe):
     out = pipe.extend(wide, PROMPT, 4, context=5, seed=0, notify=notes.append, **FAST)
     assert out.frames.shape == (9, 32, 32, 3)
     assert np.array_equal(out.frames[:5], wide[:, :, 16:48])  # centre crop, no resize needed
-    assert notes == ["input video: 64x32 frames centre-cropped to 32x32 and resized to 32x32 to fit the model"]
+    assert notes == ["this Wan2.1 T2V model has no frame conditioning of its own: the given frames are held by the "
+                     "training-free replacement method",  # said once, in one line
+                     "input video: 64x32 frames centre-cropped to 32x32 and resized to 32x32 to fit the model"]
+    notes.clear()
+    pipe.extend(wide, PROMPT, 4, context=5, seed=0, notify=notes.append, method="replace", **FAST)
+    assert len(notes) == 1  # asked for by name: nothing to explain
     same = _frames(2)
     assert fit_frames(same, 32, 32) is same
 

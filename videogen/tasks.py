@@ -189,11 +189,14 @@ def check_run(pipe: Pipeline, settings: Settings, *, output, overwrite: bool, at
 
 
 def _start(pipe: Pipeline, prompt: str, *, method, attention, progress, output, overwrite, latents=None,
-           **overrides) -> tuple[_Run, Path | None]:
+           notify: Notify | None = None, **overrides) -> tuple[_Run, Path | None]:
     """Validate a task's settings, check the output and memory, encode the prompt: all before the first window."""
     settings = pipe.settings(overrides.pop("settings", None), **overrides)
     output = check_run(pipe, settings, output=output, overwrite=overwrite, attention=attention)
-    method = pipe.frame_method(method)
+    chosen, method = method, pipe.frame_method(method)
+    if chosen is None and method == "replace" and notify is not None:
+        notify(f"this {pipe.layout.name} model has no frame conditioning of its own: the given frames are held "
+               "by the training-free replacement method")
     if latents is not None:
         pipe.initial_noise(settings, latents)  # the shape check, before any work
     text = pipe.encode_prompts(prompt, settings)
@@ -311,7 +314,7 @@ def extend(
     wanted = check_context(context, window, temporal)
     run, output = _start(pipe, prompt, num_frames=window, height=height, width=width, fps=fps or source.fps,
                          method=method, attention=attention, progress=progress, output=output,
-                         overwrite=overwrite, latents=latents, **overrides)
+                         overwrite=overwrite, latents=latents, notify=notify, **overrides)
     if num_new_frames is not None:
         check_new_frames(num_new_frames)
     with frame_sink(output, run.settings.fps, overwrite) as sink:
@@ -408,7 +411,7 @@ def interpolate(
         raise InputError(f"interpolation needs at least {temporal + 1} frames, got {num_frames}")
     run, output = _start(pipe, prompt, num_frames=num_frames, height=height, width=width,
                          fps=fps or first_source.fps, method=method, attention=attention, progress=progress,
-                         output=output, overwrite=overwrite, latents=latents, **overrides)
+                         output=output, overwrite=overwrite, latents=latents, notify=notify, **overrides)
     a = fit_frames(_report(last_frame(first_source), first_source.name, height, width, notify), height, width)
     b = fit_frames(_report(first_frame(last_source), last_source.name, height, width, notify), height, width)
     latents = run.sample(first=a, last=b)  # (1, C, T', H', W')
