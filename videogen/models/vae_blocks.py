@@ -3,8 +3,10 @@
 The architecture is Wan2.1's VAE ("Wan: Open and Advanced Large-Scale Video Generative Models", 2025,
 section 3.1, Figure 4): residual blocks of RMS norm, SiLU and causal 3x3x3 convolutions; 2x spatial
 resampling at every stage but the last, 2x temporal resampling where ``temperal_downsample`` says; a
-middle block of residual - spatial self-attention - residual. Module names and parameter shapes follow
-diffusers' ``WanEncoder3d`` / ``WanDecoder3d`` so a diffusers ``AutoencoderKLWan`` state dict loads as is.
+middle block of residual - spatial self-attention - residual. Wan2.2's TI2V VAE (``is_residual``) keeps
+those layers and wraps each stage in a shortcut without parameters (`ResidualDownBlock`,
+`ResidualUpBlock`). Module names and parameter shapes follow diffusers' ``WanEncoder3d`` /
+``WanDecoder3d`` so a diffusers ``AutoencoderKLWan`` state dict loads as is.
 
 Every block takes ``(x, cache)``: ``cache=None`` runs the parallel path over the whole clip,
 a `StreamCache` runs one chunk of a stream. Gradient checkpointing (parallel path only, since a cached
@@ -19,7 +21,8 @@ Every temporal operation looks back a fixed number of frames, its *context*:
 - the stride-2 temporal downsample passes the first frame through alone and reduces the rest in pairs,
   each window reaching 1 frame back;
 - the temporal upsample passes the first frame through alone and doubles the rest, with a causal
-  convolution over the frames after the first one (zeros before them).
+  convolution over the frames after the first one (zeros before them);
+- Wan2.2's stage shortcuts look at no past frame; they only need to know which chunk opens the stream.
 
 So the whole clip can be processed at once (the *parallel* path, each layer padding its own past), or
 chunk by chunk (the *streaming* path): a `StreamCache` then carries the last `context` frames each layer
@@ -60,6 +63,13 @@ class StreamCache:
     def past(self, layer: nn.Module) -> torch.Tensor | None:
         """The frames `layer` saw last, (B, C, context, H, W), or None before its first chunk."""
         return self._past.get(layer)
+
+    def opens(self, layer: nn.Module) -> bool:
+        """Whether this chunk opens `layer`'s stream (True once per stream), for a layer that needs no past."""
+        if layer in self._past:
+            return False
+        self._past[layer] = torch.empty(0)
+        return True
 
     def remember(self, layer: nn.Module, frames: torch.Tensor) -> None:
         # clone: a slice would keep the whole chunk it came from alive until the next chunk
@@ -349,6 +359,106 @@ class UpBlock(nn.Module):
         return x
 
 
+# ---------------------------------------------------------------------- Wan2.2's residual stages
+#
+# Wan2.2's VAE (the TI2V-5B one) wraps each whole encoder and decoder stage in a shortcut without
+# parameters: the encoder's averages the stage's input down to the stage's output shape, the decoder's
+# repeats it up (diffusers' ``AvgDown3D`` / ``DupUp3D``). Both only move values between channels and a
+# block of frames x pixels, so they hold no past: each chunk of a stream is reshaped on its own, and only
+# the stream's first chunk is treated apart (its first frame stands alone, as in the stage's resampler).
+
+
+class AverageDown(nn.Module):
+    """The shortcut of a residual encoder stage: (B, C_in, T, H, W) -> (B, C_out, T / ft, H / fs, W / fs).
+
+    Each block of ft frames x fs x fs pixels is folded into channels, channel-major as in the checkpoint
+    (c, ft, fh, fw), and consecutive groups of those channels are averaged down to C_out. A chunk is padded
+    at its front to a whole number of ft-frame groups: the stream's first frame (alone in the first chunk,
+    or first of the whole clip) is grouped with ft - 1 zero frames, as the stage's time downsample passes
+    it on alone; later chunks hold whole groups.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, factor_t: int, factor_s: int) -> None:
+        super().__init__()
+        self.factor_t, self.factor_s = factor_t, factor_s
+        self.group = in_dim * factor_t * factor_s**2 // out_dim  # folded channels per output channel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, (0, 0, 0, 0, -x.shape[2] % self.factor_t, 0))  # (B, C_in, ft * T', H, W)
+        ft, fs = self.factor_t, self.factor_s
+        x = rearrange(x, "b c (t ft) (h fh) (w fw) -> b (c ft fh fw) t h w", ft=ft, fh=fs, fw=fs)
+        return rearrange(x, "b (o g) t h w -> b o g t h w", g=self.group).mean(dim=2)  # (B, C_out, T', H', W')
+
+
+class DuplicateUp(nn.Module):
+    """The shortcut of a residual decoder stage: (B, C_in, T, H, W) -> (B, C_out, T * ft, H * fs, W * fs).
+
+    The layout inverse of `AverageDown`: every channel is repeated, then each group of ft * fs * fs
+    channels unfolds into ft frames x fs x fs pixels. The stream's first chunk drops its first ft - 1
+    frames, so that the first latent frame gives one frame, as the stage's time upsample does.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, factor_t: int, factor_s: int) -> None:
+        super().__init__()
+        self.factor_t, self.factor_s = factor_t, factor_s
+        self.repeats = out_dim * factor_t * factor_s**2 // in_dim
+
+    def forward(self, x: torch.Tensor, cache: StreamCache | None = None) -> torch.Tensor:
+        ft, fs = self.factor_t, self.factor_s
+        x = x.repeat_interleave(self.repeats, dim=1)  # (B, C_out * ft * fs * fs, T, H, W)
+        x = rearrange(x, "b (c ft fh fw) t h w -> b c (t ft) (h fh) (w fw)", ft=ft, fh=fs, fw=fs)
+        opens = cache is None or cache.opens(self)
+        return x[:, :, ft - 1 :] if opens and ft > 1 else x  # (B, C_out, T * ft (- ft + 1), H * fs, W * fs)
+
+
+class ResidualDownBlock(nn.Module):
+    """A Wan2.2 encoder stage (diffusers' ``WanResidualDownBlock``): residual blocks, then an optional 2x
+    downsample (in space, and in time where `temporal`), plus an `AverageDown` shortcut over the stage."""
+
+    def __init__(
+        self, in_dim: int, out_dim: int, num_res_blocks: int, dropout: float, temporal: bool, spatial: bool
+    ) -> None:
+        super().__init__()
+        self.avg_shortcut = AverageDown(in_dim, out_dim, 2 if temporal else 1, 2 if spatial else 1)
+        dims = [in_dim] + [out_dim] * num_res_blocks
+        self.resnets = nn.ModuleList([ResidualBlock(i, o, dropout) for i, o in zip(dims[:-1], dims[1:])])
+        mode = "downsample3d" if temporal else "downsample2d"
+        self.downsampler = Resample(out_dim, mode) if spatial else None
+
+    def forward(self, x: torch.Tensor, cache: StreamCache | None = None) -> torch.Tensor:
+        """x: (B, C_in, T, H, W) -> (B, C_out, T', H', W'), halved where the stage downsamples."""
+        shortcut = self.avg_shortcut(x)  # taken first: it is smaller than x, which can then go
+        for resnet in self.resnets:
+            x = resnet(x, cache)
+        if self.downsampler is not None:
+            x = self.downsampler(x, cache)
+        return x + shortcut
+
+
+class ResidualUpBlock(nn.Module):
+    """A Wan2.2 decoder stage (diffusers' ``WanResidualUpBlock``): num_res_blocks + 1 residual blocks, then
+    an optional 2x upsample that keeps the width, plus a `DuplicateUp` shortcut over the stage."""
+
+    def __init__(
+        self, in_dim: int, out_dim: int, num_res_blocks: int, dropout: float, temporal: bool, spatial: bool
+    ) -> None:
+        super().__init__()
+        self.avg_shortcut = DuplicateUp(in_dim, out_dim, 2 if temporal else 1, 2) if spatial else None
+        dims = [in_dim] + [out_dim] * (num_res_blocks + 1)
+        self.resnets = nn.ModuleList([ResidualBlock(i, o, dropout) for i, o in zip(dims[:-1], dims[1:])])
+        mode = "upsample3d" if temporal else "upsample2d"
+        self.upsampler = Resample(out_dim, mode, upsample_out_dim=out_dim) if spatial else None
+
+    def forward(self, x: torch.Tensor, cache: StreamCache | None = None) -> torch.Tensor:
+        """x: (B, C_in, T, H, W) -> (B, C_out, T', H', W'), doubled where the stage upsamples."""
+        stage_input = x  # the shortcut is taken last: it is as large as the stage's output
+        for resnet in self.resnets:
+            x = resnet(x, cache)
+        if self.upsampler is None:
+            return x
+        return self.upsampler(x, cache) + self.avg_shortcut(stage_input, cache)
+
+
 class _CheckpointedStages(nn.Module):
     """Runs a list of stages, each under gradient checkpointing when it is switched on and allowed."""
 
@@ -371,7 +481,9 @@ class Encoder(_CheckpointedStages):
         attn_scales: resolutions (1.0 = input, 0.5 = after one downsample, ...) with attention blocks.
         temperal_downsample: per downsampling stage, whether it also halves time (Wan's spelling).
         dropout: dropout rate inside the residual blocks.
-        in_channels: pixel channels.
+        in_channels: input channels (pixel channels, times the patch area when the VAE patchifies).
+        is_residual: Wan2.2's stages, each a `ResidualDownBlock` (``attn_scales`` is then unused, as in
+            diffusers).
     """
 
     def __init__(
@@ -384,11 +496,15 @@ class Encoder(_CheckpointedStages):
         temperal_downsample: Sequence[bool],
         dropout: float = 0.0,
         in_channels: int = 3,
+        is_residual: bool = False,
     ) -> None:
         super().__init__()
         dims = [dim * m for m in [1, *dim_mult]]
         self.conv_in = CausalConv3d(in_channels, dims[0], 3, padding=1)
-        blocks = self._down_blocks(dims, num_res_blocks, attn_scales, temperal_downsample, dropout)
+        if is_residual:
+            blocks = self._residual_down_blocks(dims, num_res_blocks, temperal_downsample, dropout)
+        else:
+            blocks = self._down_blocks(dims, num_res_blocks, attn_scales, temperal_downsample, dropout)
         self.down_blocks = nn.ModuleList(blocks)
         self.mid_block = MidBlock(dims[-1], dropout)
         self.norm_out = RMSNorm(dims[-1])
@@ -410,6 +526,15 @@ class Encoder(_CheckpointedStages):
                 scale /= 2.0
         return blocks
 
+    @staticmethod
+    def _residual_down_blocks(dims, num_res_blocks, temperal_downsample, dropout) -> list[nn.Module]:
+        last = len(dims) - 2  # the last stage keeps its resolution
+        return [
+            ResidualDownBlock(in_dim, out_dim, num_res_blocks, dropout, i != last and bool(temperal_downsample[i]),
+                              spatial=i != last)
+            for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:]))
+        ]
+
     def forward(self, x: torch.Tensor, cache: StreamCache | None = None) -> torch.Tensor:
         """x: (B, C_in, T, H, W) -> (B, z_dim, T', H', W')."""
         x = self.conv_in(x, cache)
@@ -422,7 +547,8 @@ class Encoder(_CheckpointedStages):
 class Decoder(_CheckpointedStages):
     """Latents (B, z_dim, T', H', W') -> pixels (B, 3, 1 + 4 (T' - 1), 8 H', 8 W'), not clamped.
 
-    Args mirror `Encoder`; ``temperal_upsample`` is the encoder's ``temperal_downsample`` reversed.
+    Args mirror `Encoder`; ``temperal_upsample`` is the encoder's ``temperal_downsample`` reversed;
+    ``is_residual``: Wan2.2's stages, each a `ResidualUpBlock` whose upsampler keeps the width.
     """
 
     def __init__(
@@ -434,6 +560,7 @@ class Decoder(_CheckpointedStages):
         temperal_upsample: Sequence[bool],
         dropout: float = 0.0,
         out_channels: int = 3,
+        is_residual: bool = False,
     ) -> None:
         super().__init__()
         dims = [dim * m for m in [dim_mult[-1], *dim_mult[::-1]]]
@@ -442,9 +569,13 @@ class Decoder(_CheckpointedStages):
         self.up_blocks = nn.ModuleList()
         last = len(dim_mult) - 1
         for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+            temporal = i != last and bool(temperal_upsample[i])
+            if is_residual:
+                self.up_blocks.append(ResidualUpBlock(in_dim, out_dim, num_res_blocks, dropout, temporal, i != last))
+                continue
             if i > 0:
                 in_dim //= 2  # Wan2.1's upsamplers halve the width
-            mode = None if i == last else ("upsample3d" if temperal_upsample[i] else "upsample2d")
+            mode = None if i == last else ("upsample3d" if temporal else "upsample2d")
             self.up_blocks.append(UpBlock(in_dim, out_dim, num_res_blocks, dropout, mode))
         self.norm_out = RMSNorm(dims[-1])
         self.conv_out = CausalConv3d(dims[-1], out_channels, 3, padding=1)
