@@ -1,10 +1,16 @@
-"""The causal video VAE: Wan2.1's architecture, diffusers' ``AutoencoderKLWan`` checkpoint format.
+"""The causal video VAE: Wan2.1's and Wan2.2's architectures, diffusers' ``AutoencoderKLWan`` checkpoint format.
 
-`CausalVideoVAE` compresses pixels (B, 3, T, H, W) in [-1, 1] into latents (B, 16, 1 + (T - 1) / 4,
-H / 8, W / 8): 4x in time, 8x in space, causal in time, the first frame encoded on its own. Its config
-keys and state-dict names are those of diffusers' ``AutoencoderKLWan`` (Wan2.1 layout, including the
+`CausalVideoVAE` compresses pixels (B, 3, T, H, W) in [-1, 1] into latents (B, C, 1 + (T - 1) / 4, H / s,
+W / s): 4x in time, causal in time, the first frame encoded on its own. Two layouts, one class:
+
+- Wan2.1 (and the Wan2.2 A14B models): C = 16, s = 8;
+- Wan2.2's TI2V-5B VAE (``is_residual=True, patch_size=2, z_dim=48``): a 2x2 patchify folds pixels into
+  12 channels in front of an 8x VAE whose stages carry parameter-free shortcuts, and a decoder of its own
+  width (``decoder_base_dim``): C = 48, s = 16.
+
+Its config keys and state-dict names are those of diffusers' ``AutoencoderKLWan`` (including the
 ``temperal_downsample`` spelling), so ``CausalVideoVAE.from_pretrained(folder)`` loads the ``vae/`` of a
-Wan2.1 diffusers checkpoint as is, and ``save_pretrained`` writes a folder diffusers loads.
+Wan diffusers checkpoint as is, and ``save_pretrained`` writes a folder diffusers loads.
 
 Two paths compute the same numbers (see `videogen.models.vae_blocks`):
 
@@ -27,6 +33,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from einops import rearrange
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
@@ -75,22 +82,28 @@ class DiagonalGaussian:
 
 
 class CausalVideoVAE(ModelMixin, ConfigMixin):
-    """Wan2.1's causal 3-D video VAE. Config keys are diffusers' ``AutoencoderKLWan`` ones.
+    """Wan's causal 3-D video VAE (2.1 and 2.2). Config keys are diffusers' ``AutoencoderKLWan`` ones.
 
     Args:
         base_dim: width of the first encoder stage.
-        decoder_base_dim: width of the last decoder stage (None: ``base_dim``).
-        z_dim: latent channels.
+        decoder_base_dim: width of the last decoder stage (None: ``base_dim``; Wan2.2 TI2V: 256 to 160).
+        z_dim: latent channels (Wan2.1: 16, Wan2.2 TI2V: 48).
         dim_mult: width multiplier of each stage; every stage but the last halves H and W.
         num_res_blocks: residual blocks per encoder stage (the decoder has one more).
-        attn_scales: encoder resolutions (1.0, 0.5, ...) with extra attention blocks (Wan2.1: none).
-        temperal_downsample: per downsampling stage, whether it also halves time (Wan2.1: F, T, T).
+        attn_scales: encoder resolutions (1.0, 0.5, ...) with extra attention blocks (Wan2.1: none;
+            unused by residual stages, as in diffusers).
+        temperal_downsample: per downsampling stage, whether it also halves time (Wan: F, T, T).
         dropout: dropout inside residual blocks.
         latents_mean, latents_std: per-channel latent statistics for `normalize` / `denormalize`.
-        is_residual, patch_size: Wan2.2 options, accepted only at their Wan2.1 values (False, None).
-        in_channels, out_channels: pixel channels.
-        scale_factor_temporal, scale_factor_spatial: the compression factors, as pipelines read them;
-            must agree with the architecture; None records the architecture's own.
+        is_residual: Wan2.2's stages, each wrapped in a parameter-free shortcut, the decoder's upsamplers
+            keeping the width (see `videogen.models.vae_blocks`).
+        in_channels, out_channels: the encoder's input and the decoder's output channels, counted after
+            the patchify: pixel channels times ``patch_size ** 2`` (Wan2.2 TI2V: 12 for RGB).
+        patch_size: pixels per side folded into channels before the encoder (and unfolded after the
+            decoder); None or 1 for none (Wan2.1), 2 for Wan2.2 TI2V.
+        scale_factor_temporal, scale_factor_spatial: the compression factors, as pipelines read them
+            (the spatial one includes the patchify); must agree with the architecture; None records the
+            architecture's own.
     """
 
     _supports_gradient_checkpointing = True
@@ -126,13 +139,16 @@ class CausalVideoVAE(ModelMixin, ConfigMixin):
             self.register_to_config(scale_factor_temporal=self.temporal_compression,
                                     scale_factor_spatial=self.spatial_compression)
         self.encoder = Encoder(
-            base_dim, z_dim * 2, dim_mult, num_res_blocks, attn_scales, temperal_downsample, dropout, in_channels
+            base_dim, z_dim * 2, dim_mult, num_res_blocks, attn_scales, temperal_downsample, dropout, in_channels,
+            is_residual,
         )
         self.quant_conv = CausalConv3d(z_dim * 2, z_dim * 2, 1)
         self.post_quant_conv = CausalConv3d(z_dim, z_dim, 1)
         decoder_dim = decoder_base_dim or base_dim
         temperal_upsample = temperal_downsample[::-1]
-        self.decoder = Decoder(decoder_dim, z_dim, dim_mult, num_res_blocks, temperal_upsample, dropout, out_channels)
+        self.decoder = Decoder(
+            decoder_dim, z_dim, dim_mult, num_res_blocks, temperal_upsample, dropout, out_channels, is_residual
+        )
         self.tiling = Tiling()
 
     # ------------------------------------------------------------------------------------- properties
@@ -144,8 +160,13 @@ class CausalVideoVAE(ModelMixin, ConfigMixin):
 
     @property
     def spatial_compression(self) -> int:
-        """Image pixels per latent pixel along H and W (8 for Wan2.1)."""
-        return 2 ** (len(self.config.dim_mult) - 1)
+        """Image pixels per latent pixel along H and W, the patchify included (8 for Wan2.1, 16 for Wan2.2 TI2V)."""
+        return 2 ** (len(self.config.dim_mult) - 1) * self.patch
+
+    @property
+    def patch(self) -> int:
+        """Pixels per side of the patches folded into channels before the encoder (config ``patch_size``; 1: none)."""
+        return self.config.patch_size or 1
 
     @property
     def latent_channels(self) -> int:
@@ -174,11 +195,11 @@ class CausalVideoVAE(ModelMixin, ConfigMixin):
         """Pixels -> posterior over latents.
 
         Args:
-            video: (B, 3, T, H, W) in [-1, 1], T = 1 + 4k, H and W multiples of 8.
+            video: (B, 3, T, H, W) in [-1, 1], T = 1 + 4k, H and W multiples of s = `spatial_compression`.
             streaming: encode the first frame, then 4-frame chunks, with a stream cache (no autograd).
             tiled: force spatial tiling on or off; None decides by frame size (``self.tiling``).
 
-        Returns a `DiagonalGaussian` over (B, z_dim, 1 + k, H / 8, W / 8).
+        Returns a `DiagonalGaussian` over (B, z_dim, 1 + k, H / s, W / s).
         """
         video = self._check_video(video)
         if not streaming:
@@ -191,7 +212,7 @@ class CausalVideoVAE(ModelMixin, ConfigMixin):
         """Streaming encode: pixel chunks (B, 3, t, H, W) of any lengths in, one latent frame at a time out.
 
         Frames are regrouped into the first frame, then chunks of 4, each giving one latent frame (a
-        `DiagonalGaussian` over (B, z_dim, 1, H / 8, W / 8)). Only the causal cache and at most one
+        `DiagonalGaussian` over (B, z_dim, 1, H / s, W / s)). Only the causal cache and at most one
         chunk of pixels are held. Frames left over at the end that do not fill a chunk raise InputError.
         """
         caches: defaultdict = defaultdict(StreamCache)
@@ -211,10 +232,11 @@ class CausalVideoVAE(ModelMixin, ConfigMixin):
             )
 
     def _encode_chunk(self, x: torch.Tensor, caches, like: torch.Tensor, tiled: bool | None) -> torch.Tensor:
-        """Encoder over x (B, 3, t, H, W), tiled or not; caches is None (parallel) or one per tile."""
-        scale = self.spatial_compression
+        """Encoder over x (B, 3, t, H, W), patchified, tiled or not; caches is None (parallel) or one per tile."""
+        x = patchify(x, self.patch)  # (B, 3 p^2, t, H / p, W / p)
         if not self.tiling.wanted(tiled, like.shape[-2], like.shape[-1]):
             return self.encoder(x, caches[0] if caches is not None else None)
+        scale = self.spatial_compression // self.patch  # encoder input pixels per latent pixel
         grid = tile_grid(x.shape[-2] // scale, x.shape[-1] // scale, self.tiling)
         return run_tiled(lambda t, i: self.encoder(t, caches[i] if caches is not None else None), x, grid, scale, 1)
 
@@ -226,7 +248,7 @@ class CausalVideoVAE(ModelMixin, ConfigMixin):
     def decode(
         self, latents: torch.Tensor, *, streaming: bool = False, tiled: bool | None = None, clamp: bool = True
     ) -> torch.Tensor:
-        """Latents (B, z_dim, T', H', W') -> pixels (B, 3, 1 + 4 (T' - 1), 8 H', 8 W') in [-1, 1].
+        """Latents (B, z_dim, T', H', W') -> pixels (B, 3, 1 + 4 (T' - 1), s H', s W') in [-1, 1].
 
         streaming: one latent frame at a time with a stream cache (no autograd); tiled: as in `encode`;
         clamp=False returns the decoder's raw output, which training needs: clamping zeroes the gradient of
@@ -261,12 +283,15 @@ class CausalVideoVAE(ModelMixin, ConfigMixin):
             yield self._decode_chunk(self.post_quant_conv(z), caches, tiled).clamp(-1.0, 1.0)
 
     def _decode_chunk(self, z: torch.Tensor, caches, tiled: bool | None) -> torch.Tensor:
-        """Decoder over z (B, z_dim, t', H', W'), tiled or not; caches is None (parallel) or one per tile."""
-        scale = self.spatial_compression
-        if not self.tiling.wanted(tiled, z.shape[-2] * scale, z.shape[-1] * scale):
-            return self.decoder(z, caches[0] if caches is not None else None)
-        grid = tile_grid(z.shape[-2], z.shape[-1], self.tiling)
-        return run_tiled(lambda t, i: self.decoder(t, caches[i] if caches is not None else None), z, grid, 1, scale)
+        """Decoder over z (B, z_dim, t', H', W'), tiled or not, unpatchified; caches is None (parallel) or one
+        per tile."""
+        s = self.spatial_compression
+        if not self.tiling.wanted(tiled, z.shape[-2] * s, z.shape[-1] * s):
+            out = self.decoder(z, caches[0] if caches is not None else None)
+        else:
+            grid, scale = tile_grid(z.shape[-2], z.shape[-1], self.tiling), s // self.patch
+            out = run_tiled(lambda t, i: self.decoder(t, caches[i] if caches is not None else None), z, grid, 1, scale)
+        return unpatchify(out, self.patch)  # (B, 3, t, H' s, W' s)
 
     def forward(self, video: torch.Tensor, *, sample: bool = False, generator: torch.Generator | None = None):
         """Encode and decode (parallel path), for training: returns (reconstruction, posterior)."""
@@ -277,8 +302,8 @@ class CausalVideoVAE(ModelMixin, ConfigMixin):
     # --------------------------------------------------------------------------------------- checks
 
     def _check_video(self, video: torch.Tensor, whole_clip: bool = True) -> torch.Tensor:
-        """video: (B, C, T, H, W) floats; T = 1 + 4k unless a chunk of a stream; H, W multiples of 8."""
-        c, s, tc = self.config.in_channels, self.spatial_compression, self.temporal_compression
+        """video: (B, C, T, H, W) floats; T = 1 + 4k unless a chunk of a stream; H, W multiples of s."""
+        c, s, tc = self.config.in_channels // self.patch**2, self.spatial_compression, self.temporal_compression
         if not isinstance(video, torch.Tensor) or video.dim() != 5 or video.shape[1] != c:
             shape = tuple(video.shape) if isinstance(video, torch.Tensor) else type(video).__name__
             raise InputError(f"video must be (batch, {c}, frames, height, width); got {shape}")
@@ -305,11 +330,7 @@ class CausalVideoVAE(ModelMixin, ConfigMixin):
 
 
 def _check_config(config) -> None:
-    """Refuse, naming the key, what this Wan2.1 implementation cannot build."""
-    if config.is_residual:
-        raise ConfigError("VAE config: is_residual=True is the Wan2.2 VAE, not supported (Wan2.1 layout only)")
-    if config.patch_size not in (None, 1):
-        raise ConfigError(f"VAE config: patch_size={config.patch_size} is the Wan2.2 VAE, not supported (use null)")
+    """Refuse, naming the key, what this implementation cannot build."""
     stages = len(config.dim_mult)
     if stages < 1 or len(config.temperal_downsample) != stages - 1:
         raise ConfigError(
@@ -321,10 +342,65 @@ def _check_config(config) -> None:
     for key in ("latents_mean", "latents_std"):
         if len(getattr(config, key)) != config.z_dim:
             raise ConfigError(f"VAE config: {key} has {len(getattr(config, key))} values; z_dim is {config.z_dim}")
+    patch = _check_patch(config)
+    if config.is_residual:
+        _check_residual_widths(config)
     temporal = 2 ** sum(bool(t) for t in config.temperal_downsample)
-    for key, value in (("scale_factor_temporal", temporal), ("scale_factor_spatial", 2 ** (stages - 1))):
+    for key, value in (("scale_factor_temporal", temporal), ("scale_factor_spatial", 2 ** (stages - 1) * patch)):
         if getattr(config, key) not in (None, value):
             raise ConfigError(f"VAE config: {key}={getattr(config, key)} but the architecture gives {value}")
+
+
+def _check_patch(config) -> int:
+    """The patch side (1 for none); the encoder's and decoder's channels must be whole patches of pixels."""
+    patch = config.patch_size or 1
+    if not isinstance(patch, int) or isinstance(patch, bool) or patch < 1:
+        raise ConfigError(f"VAE config: patch_size must be null or a positive integer; got {config.patch_size!r}")
+    if config.is_residual and patch == 1:
+        # every residual VAE published (Wan2.2 TI2V) patchifies; refused so a half-converted config shows
+        raise ConfigError("VAE config: is_residual=True is the Wan2.2 VAE, which also patchifies: "
+                          "give patch_size=2 and in_channels=out_channels=12")
+    for key in ("in_channels", "out_channels"):
+        if getattr(config, key) % patch**2:
+            raise ConfigError(
+                f"VAE config: patch_size={patch} is the Wan2.2 VAE, whose {key} counts channels after the "
+                f"{patch}x{patch} patchify: {getattr(config, key)} is not a multiple of {patch**2} (Wan2.2: 12 for RGB)"
+            )
+    return patch
+
+
+def _check_residual_widths(config) -> None:
+    """Residual stages' shortcuts regroup channels x (frames x pixels) evenly: the widths must allow it."""
+    mults, last = list(config.dim_mult), len(config.dim_mult) - 1
+    down = [config.base_dim * m for m in [1, *mults]]
+    up = [(config.decoder_base_dim or config.base_dim) * m for m in [mults[-1], *mults[::-1]]]
+    time_down, time_up = [*config.temperal_downsample, False], list(config.temperal_downsample)[::-1]
+    for i in range(last + 1):
+        factor = (2 if time_down[i] else 1) * (4 if i < last else 1)  # frames x pixels one shortcut folds
+        if down[i] * factor % down[i + 1]:
+            raise ConfigError(f"VAE config: encoder stage {i} maps {down[i]} channels to {down[i + 1]}, which its "
+                              f"shortcut cannot average ({down[i]} x {factor} is not a multiple of {down[i + 1]})")
+        factor = (2 if i < last and time_up[i] else 1) * 4
+        if i < last and up[i + 1] * factor % up[i]:
+            raise ConfigError(f"VAE config: decoder stage {i} maps {up[i]} channels to {up[i + 1]}, which its "
+                              f"shortcut cannot repeat ({up[i + 1]} x {factor} is not a multiple of {up[i]})")
+
+
+def patchify(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """Fold each patch x patch block of pixels into channels: (B, C, T, H, W) -> (B, C p^2, T, H / p, W / p).
+
+    The channel order (c, column, row) is Wan2.2's, which its checkpoint's first convolution expects.
+    """
+    if patch == 1:
+        return x
+    return rearrange(x, "b c t (h ph) (w pw) -> b (c pw ph) t h w", ph=patch, pw=patch)
+
+
+def unpatchify(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """The inverse of `patchify`: (B, C p^2, T, H, W) -> (B, C, T, H p, W p)."""
+    if patch == 1:
+        return x
+    return rearrange(x, "b (c pw ph) t h w -> b c t (h ph) (w pw)", ph=patch, pw=patch)
 
 
 # -------------------------------------------------------------------------------------- tiling
@@ -341,12 +417,13 @@ def _check_config(config) -> None:
 
 @dataclass
 class Tiling:
-    """When and how to tile. Sizes are in latent pixels (one latent pixel = 8 image pixels in Wan2.1).
+    """When and how to tile. Sizes are in latent pixels (one latent pixel = 8 image pixels in Wan2.1, 16 in
+    Wan2.2 TI2V, whose decoder works on 2x2 patches: a tile of 32 there is 512 image pixels).
 
     Set ``vae.tiling`` to change it; ``tiled=True/False`` on a call overrides the automatic choice.
     """
 
-    tile: int = 32  # tile side (32 latent = 256 image pixels)
+    tile: int = 32  # tile side (32 latent = 256 image pixels in Wan2.1)
     overlap: int = 8  # minimum overlap of neighbouring tiles, cross-faded
     auto_pixels: int = 1280 * 720  # frames with more image pixels than this are tiled automatically
 
@@ -423,7 +500,8 @@ def run_tiled(
             w * scale_out); ``index`` names the tile (for its stream cache).
         x: (B, C, T, H * scale_in, W * scale_in).
         grid: tiles in latent pixels, from `tile_grid`.
-        scale_in, scale_out: image pixels per latent pixel of x and of fn's output (8 or 1).
+        scale_in, scale_out: pixels of x and of fn's output per latent pixel (8 for the encoder's input
+            or the decoder's output, in patches when the VAE patchifies; 1 for latents).
 
     Returns (B, C', T', H * scale_out, W * scale_out).
     """
