@@ -48,7 +48,7 @@ def _noise(pipe, seed=0, **size):
 
 def _theirs(reference, **kwargs) -> np.ndarray:
     """diffusers' frames (T, H, W, 3) in [0, 1] for the same prompt, size and steps."""
-    return reference(PROMPT, negative_prompt="", num_inference_steps=STEPS["num_steps"], output_type="np",
+    return reference(prompt=PROMPT, negative_prompt="", num_inference_steps=STEPS["num_steps"], output_type="np",
                      **SMALL, **kwargs).frames[0]
 
 
@@ -138,6 +138,103 @@ def test_a_saved_two_expert_pipeline_loads_in_diffusers(folders, tmp_path):
     noise = _noise(pipe)
     ours = pipe.generate(PROMPT, **SMALL, **STEPS, latents=noise, progress=False)
     _assert_same_frames(ours.frames, _theirs(again, guidance_scale=4.0, latents=noise))
+
+
+# ------------------------------------------------------------- image-to-video, interpolation, TI2V
+
+
+def _image(seed=0, size=32):
+    """A smooth random picture (uint8 (1, H, W, 3)): what a VAE codes without surprises."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (4, 4, 3)).astype(np.float32)
+    return np.kron(coarse, np.ones((size // 4, size // 4, 1))).astype(np.uint8)[None]
+
+
+def _pil(frame):
+    from PIL import Image
+
+    return Image.fromarray(frame[0])
+
+
+@pytest.mark.parametrize("layout", ["ti2v", "i2v", "flf2v", "i2v-a14b"])
+def test_image_to_video_matches_diffusers(folders, layout):
+    """`extend` on an image is the model's own image-to-video: diffusers' WanImageToVideoPipeline(image=)."""
+    from diffusers import WanImageToVideoPipeline
+
+    folder = folders(layout)
+    pipe = VideoPipeline.from_pretrained(folder, device="cpu")
+    reference = WanImageToVideoPipeline.from_pretrained(folder)
+    image, noise = _image(), _noise(pipe)
+    theirs = _theirs(reference, image=_pil(image), guidance_scale=4.0, latents=noise)
+    ours = pipe.extend(image, PROMPT, SMALL["num_frames"] - 1, **STEPS, latents=noise, progress=False)
+    assert np.array_equal(ours.frames[0], image[0])  # the given image, as it was
+    _assert_same_frames(ours.frames[1:], theirs[1:])
+
+
+@pytest.mark.parametrize("layout", ["flf2v", "i2v-a14b"])
+def test_interpolation_matches_diffusers_first_and_last_frame(folders, layout):
+    from diffusers import WanImageToVideoPipeline
+
+    folder = folders(layout)
+    pipe = VideoPipeline.from_pretrained(folder, device="cpu")
+    reference = WanImageToVideoPipeline.from_pretrained(folder)
+    a, b, noise = _image(1), _image(2), _noise(pipe)
+    theirs = _theirs(reference, image=_pil(a), last_image=_pil(b), guidance_scale=4.0, latents=noise)
+    ours = pipe.interpolate(a, b, PROMPT, SMALL["num_frames"], **STEPS, latents=noise, progress=False)
+    assert np.array_equal(ours.frames[0], a[0]) and np.array_equal(ours.frames[-1], b[0])
+    _assert_same_frames(ours.frames[1:-1], theirs[1:-1])
+
+
+def test_ti2v_text_to_video_matches_diffusers(folders):
+    folder = folders("ti2v")
+    pipe, reference = VideoPipeline.from_pretrained(folder, device="cpu"), _reference(folder)
+    assert pipe.layout.expand_timesteps and pipe.vae.latent_channels == 48 and pipe.geometry.spatial == 16
+    noise = _noise(pipe)
+    assert noise.shape == (1, 48, 3, 2, 2)
+    ours = pipe.generate(PROMPT, **SMALL, **STEPS, latents=noise, progress=False)
+    _assert_same_frames(ours.frames, _theirs(reference, guidance_scale=4.0, latents=noise))
+
+
+@pytest.mark.parametrize("layout", ["i2v", "i2v-a14b"])
+def test_an_image_to_video_model_refuses_text_alone_in_one_line(folders, layout, tmp_path, capsys):
+    out = tmp_path / "x.mp4"
+    assert main(["generate", PROMPT, "--model", str(folders(layout)), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "draws from a first frame" in err[0] and not out.exists()
+
+
+def test_a_first_frame_only_model_refuses_interpolation_in_one_line(folders, tmp_path, capsys):
+    from PIL import Image
+
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    Image.fromarray(_image(1)[0]).save(a), Image.fromarray(_image(2)[0]).save(b)
+    out = tmp_path / "x.mp4"
+    code = main(["interpolate", str(a), str(b), "-p", PROMPT, "--model", str(folders("i2v")), "--frames", "9",
+                 "--height", "32", "--width", "32", "--steps", "2", "-o", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "takes a first frame only" in err[0] and not out.exists()
+
+
+@pytest.mark.parametrize("layout", ["ti2v", "i2v", "flf2v", "i2v-a14b"])
+def test_cli_extend_and_interpolate_on_each_image_layout(folders, layout, tmp_path, capsys):
+    from PIL import Image
+
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    Image.fromarray(_image(1)[0]).save(a), Image.fromarray(_image(2)[0]).save(b)
+    model = ["--model", str(folders(layout)), "--height", "32", "--width", "32", "--steps", "2", "--seed", "3"]
+    moving = tmp_path / "moving.mp4"
+    assert main(["extend", str(a), "-p", PROMPT, "--frames", "8", "--window", "9", *model, "-o", str(moving)]) == 0
+    longer = tmp_path / "longer.mp4"
+    assert main(["extend", str(moving), "-p", PROMPT, "--frames", "12", "--window", "9", *model,
+                 "-o", str(longer)]) == 0
+    from videogen.io import probe_video
+
+    assert probe_video(moving).frames == 9 and probe_video(longer).frames == 21
+    if layout != "i2v":
+        between = tmp_path / "between.mp4"
+        assert main(["interpolate", str(a), str(b), "-p", PROMPT, "--frames", "9", *model, "-o", str(between)]) == 0
+        assert probe_video(between).frames == 9
+    assert "wrote" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------------ honest labels

@@ -76,6 +76,7 @@ def _vae(cfg: TinyWanConfig, layout: str):
         return AutoencoderKLWan(z_dim=16, **common).eval()
     # Wan2.2's VAE: a 2x2 patchify in front of residual stages, 48 channels, its own decoder width: 4x16x16
     return AutoencoderKLWan(z_dim=48, decoder_base_dim=2 * cfg.vae_base_dim, is_residual=True, patch_size=2,
+                            in_channels=12, out_channels=12,  # RGB after the patchify, as Wan2.2 ships it
                             latents_mean=[0.0] * 48, latents_std=[1.0] * 48, scale_factor_spatial=16,
                             **common).eval()
 
