@@ -19,7 +19,7 @@ LAYERS = [
     ["videogen.frames", "videogen.metrics", "videogen.memory", "videogen.settings"],
     ["videogen.io", "videogen.data"],
     ["videogen.models", "videogen.diffusion"],
-    ["videogen.modelfolder"],
+    ["videogen.modelfolder", "videogen.footprint"],
     ["videogen.pipeline", "videogen.reconstruct", "videogen.testing"],
     ["videogen.tasks"],
     ["videogen.eval"],
