@@ -13,6 +13,7 @@ from torch.utils._pytree import tree_flatten
 
 from test_vae import hard_cut_ramp, seam_excess
 from videogen.errors import ConfigError, InputError
+from videogen.memory import vae_decode_working_bytes
 from videogen.modelfolder import load_vae
 from videogen.models.vae import CausalVideoVAE, Tiling
 from videogen.models.vae_blocks import StreamCache
@@ -229,6 +230,14 @@ def test_streaming_decode_memory_does_not_grow_with_the_clip(models):
                 ref.decode(z).sample.sum()
             peaks.append(measure.peak)
     assert peaks[1] - peaks[0] >= (81 - 17) * frame_bytes
+
+
+def test_the_decode_estimate_covers_the_measured_working_set(models):
+    """memory.vae_decode_working_bytes for the residual decoder: above the live bytes, not far above."""
+    _, ours = models
+    live = streamed_peak(ours, latents(2, size=(4, 4)))
+    estimate = vae_decode_working_bytes(ours.config, 64, 64)
+    assert live <= estimate <= 1.25 * live
 
 
 def test_stream_cache_stays_the_same_size(models):
