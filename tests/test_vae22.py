@@ -396,3 +396,22 @@ def test_bad_video_shapes_are_input_errors(models, shape, message):
 def test_unsupported_configs_are_refused(override, message):
     with pytest.raises(ConfigError, match=message):
         CausalVideoVAE(**{**TINY22, **override})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_paths_agree_with_fp32_cpu(models):
+    ref, ours = models
+    gpu = CausalVideoVAE(**TINY22).eval()
+    gpu.load_state_dict(ours.state_dict())
+    gpu = gpu.to("cuda", torch.bfloat16)
+    x = clip(9)
+    with torch.no_grad():
+        expected = ref.encode(x).latent_dist.mean
+        par = gpu.encode(x.cuda(), streaming=False).mean.float().cpu()
+        stream = gpu.encode(x.cuda(), streaming=True).mean.float().cpu()
+        decoded = gpu.decode(par.cuda(), streaming=True, tiled=False).float().cpu()
+        decoded_ref = ref.decode(par).sample
+    scale = expected.abs().max()
+    assert (par - expected).abs().max() < 3e-2 * scale and (stream - expected).abs().max() < 3e-2 * scale
+    assert (decoded - decoded_ref).abs().max() < 3e-2 * decoded_ref.abs().max()
