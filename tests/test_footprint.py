@@ -5,6 +5,7 @@ must equal those of the loaded models exactly; and real-size ones holding only t
 (no weights), whose parameter counts must come out at the published sizes and whose estimates must be sane.
 """
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -189,6 +190,11 @@ def test_wan22_ti2v_5b_at_1280x704x121_in_bf16(tmp_path):
     # offloaded, encoding holds the text encoder alone; denoising the transformer alone
     assert weights["text_encoder"] < offloaded.encode < weights["text_encoder"] + GIB
     assert offloaded.denoise - whole.denoise == weights["transformer"] - sum(weights.values())
+    # per-token timesteps (expand_timesteps): each of the 2 x 31 x 22 x 40 tokens has its own fp32 modulation
+    footprint = footprint_of_folder(folder, dtype=torch.bfloat16)
+    shared = dataclasses.replace(footprint, per_token_timesteps=False)
+    plain = estimate(shared, settings.resolve(footprint.geometry), offload=True, keep_frames=False)
+    assert offloaded.denoise - plain.denoise == 2 * 31 * 22 * 40 * 13 * 4 * 3072
 
 
 @pytest.mark.parametrize("kind", [T2V_A14B, I2V_A14B], ids=["t2v", "i2v"])
