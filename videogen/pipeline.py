@@ -32,14 +32,8 @@ from videogen.diffusion.flow import NUM_TRAIN_TIMESTEPS, token_timesteps
 from videogen.diffusion.sampling import HOLD_METHODS, StepCallback, guided, make_scheduler, sample
 from videogen.errors import InputError, ModelError
 from videogen.frames import to_pixels, to_uint8
-from videogen.memory import (
-    MemoryEstimate,
-    check_fits,
-    dit_working_bytes,
-    module_bytes,
-    text_working_bytes,
-    vae_decode_working_bytes,
-)
+from videogen.footprint import estimate, footprint_of_modules
+from videogen.memory import MemoryEstimate, check_fits, module_bytes
 from videogen.modelfolder import Layout, load_components, write_model_folder
 from videogen.models.text import TextEncoder
 from videogen.settings import Geometry, Settings
@@ -187,23 +181,13 @@ class Pipeline:
     # ------------------------------------------------------------------------------------- memory
 
     def estimate_memory(self, settings: Settings, *, keep_frames: bool) -> MemoryEstimate:
-        """Peak memory of one sampling run by phase (see `videogen.memory`), weights included."""
-        text_w, vae_w = (module_bytes(m) for m in (self.text_encoder.encoder, self.vae))
-        expert_w = [module_bytes(m) for m in self.experts]
-        dit_w = max(expert_w)  # offloaded, one expert at a time
-        everything = sum(module_bytes(m) for m in self._modules())
-        shape = self.latent_shape(settings.num_frames, settings.height, settings.width)
-        batch = 2 if settings.guides else 1
-        latents = 6 * int(np.prod(shape)) * 4  # x, velocity, noise and the solver's history, fp32
-        text = text_working_bytes(self.text_encoder.encoder.config, batch, self.text_encoder.max_sequence_length)
-        dit = dit_working_bytes(self.transformer.config, (batch, *shape[1:]), self.transformer.dtype.itemsize)
-        vae = vae_decode_working_bytes(self.vae.config, settings.height, settings.width)
-        frames = settings.num_frames * settings.height * settings.width * 3 if keep_frames else 0
-        return MemoryEstimate(
-            encode=(text_w if self.offload else everything) + text,
-            denoise=(dit_w if self.offload else everything) + dit + latents,
-            decode=(vae_w if self.offload else everything) + vae + latents + frames,
-        )
+        """Peak memory of one sampling run by phase, weights included (`videogen.footprint.estimate`, the
+        numbers ``videogen generate --dry-run`` prints from a folder's configs alone)."""
+        footprint = footprint_of_modules(
+            text_encoder=self.text_encoder.encoder, text_tokens=self.text_encoder.max_sequence_length, vae=self.vae,
+            transformers=self.experts, image_encoder=self.image_encoder.encoder if self.image_encoder else None,
+            per_token_timesteps=self.frame_method() == "timestep")
+        return estimate(footprint, settings, offload=self.offload, keep_frames=keep_frames)
 
     def check_memory(self, settings: Settings, *, keep_frames: bool) -> None:
         """Refuse, before any work, a run whose estimated peak exceeds what the device has (`ResourceError`)."""
