@@ -269,3 +269,26 @@ def test_a_transformer_diffusers_cannot_compute_is_not_labelled_as_diffusers(tmp
     (copy / "transformer" / "config.json").write_text(json.dumps(config))
     label_diffusers_classes(copy)
     assert json.loads((copy / "model_index.json").read_text())["transformer"] == ["diffusers", "WanTransformer3DModel"]
+
+
+# ---------------------------------------------------------------------------- memory, before loading
+
+
+@pytest.mark.parametrize("layout, size, frames", [("TI2V_5B", ("1280", "704"), "121"),
+                                                  ("T2V_A14B", ("1280", "720"), "81")])
+def test_dry_run_prints_the_memory_of_a_real_size_folder_from_its_configs(tmp_path, capsys, layout, size, frames):
+    """A folder of config.json files alone (no weights at all): the estimate is printed, nothing loads."""
+    import test_footprint
+
+    folder = test_footprint._write_folder(tmp_path / "model", **getattr(test_footprint, layout))
+    args = ["generate", PROMPT, "--model", str(folder), "--dtype", "bfloat16", "--frames", frames,
+            "--width", size[0], "--height", size[1], "--dry-run"]
+    assert main(args) == 0
+    whole = capsys.readouterr().out
+    assert f"{frames} frames at {size[0]}x{size[1]}, bfloat16" in whole and "<- peak" in whole
+    assert main([*args, "--offload"]) == 0
+    offloaded = capsys.readouterr().out
+    peak = [float(text.split("about ")[1].split(" GiB")[0]) for text in (whole, offloaded)]
+    assert peak[1] < peak[0]  # offloaded, one network (one expert) on the device at a time
+    if layout == "T2V_A14B":
+        assert "transformer_2" in whole and peak[0] > 2 * 26  # both 14B experts resident in bf16

@@ -33,6 +33,25 @@ def _seeded(args) -> dict:
     return overrides
 
 
+def _add_dry_run(p) -> None:
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the memory each phase would need on the device (from the model folder's configs, "
+                   "no weights read) and exit")
+
+
+def _dry_run(args, settings) -> int:
+    """The memory estimate of this run, as the loaded pipeline would check it, printed without loading."""
+    import torch
+
+    from videogen.footprint import estimate_folder
+
+    report = estimate_folder(args.model, settings, dtype=getattr(torch, args.dtype), offload=args.offload,
+                             keep_frames=False).report()
+    print(f"{args.model}: {settings.num_frames} frames at {settings.width}x{settings.height}, {args.dtype}"
+          f"{', offloaded' if args.offload else ''}\n{report}")
+    return 0
+
+
 def _wrote(path: Path, args, overrides: dict) -> int:
     print(f"wrote {path} in {elapsed(args.started)} (seed {overrides['seed']})")
     return 0
@@ -56,12 +75,15 @@ def add_generate(subparsers, root) -> None:
     p.add_argument("-o", "--output", help="output video (.mp4); default ./videogen-<prompt>-<n>.mp4, never overwritten")
     add_model_options(p)
     add_settings_options(p)
+    _add_dry_run(p)
     p.set_defaults(run=run_generate)
 
 
 def run_generate(args, pipelines) -> int:
     overrides = _seeded(args)
-    check_before_loading(args, overrides, from_text=True)
+    settings = check_before_loading(args, overrides, from_text=True)
+    if args.dry_run:
+        return _dry_run(args, settings)
     output = Path(args.output) if args.output else default_output_path(args.prompt)
     check_target(output, args.overwrite)
     pipe = pipelines.pipeline(args)
@@ -81,6 +103,7 @@ def _add_task_options(p, *, frames_flag: tuple[str, str]) -> None:
         "num_frames": frames_flag,
         "fps": ("--fps", "frame rate of the file (default: the input's; the model's for an image)"),
     })
+    _add_dry_run(p)
     p.add_argument("--method", choices=["timestep", "replace"],
                    help="how known frames are held: timestep 0 (models trained with frame conditioning) or "
                    "replace (training-free); default: what the model folder declares")
@@ -110,7 +133,9 @@ def run_extend(args, pipelines) -> int:
     from videogen.tasks import check_new_frames, open_source
 
     overrides = _seeded(args)
-    check_before_loading(args, overrides)
+    settings = check_before_loading(args, overrides)
+    if args.dry_run:
+        return _dry_run(args, settings)
     if args.new_frames is not None:
         check_new_frames(args.new_frames)
     source = open_source(args.input, args.input)
@@ -141,7 +166,9 @@ def run_interpolate(args, pipelines) -> int:
     from videogen.tasks import open_source
 
     overrides = _seeded(args)
-    check_before_loading(args, overrides)
+    settings = check_before_loading(args, overrides)
+    if args.dry_run:
+        return _dry_run(args, settings)
     first, last = open_source(args.start, args.start), open_source(args.end, args.end)
     check_target(Path(args.output), args.overwrite)
     pipe = pipelines.pipeline(args)
