@@ -478,9 +478,14 @@ class VideoPipeline(Pipeline):
         """``num_frames`` frames from START's last frame to END's first; see `interpolate`."""
         return interpolate(self, start, end, prompt, num_frames, **options)
 
-    def load_lora(self, path: str | Path, scale: float = 1.0) -> int:
-        """Merge a LoRA file into the transformer's weights (`videogen.models.lora.merge_lora`): the number of
-        linears changed. The merge is permanent for this object: load the model again to drop it."""
+    def load_lora(self, path: str | Path, scale: float = 1.0, expert: str | None = None) -> int:
+        """Merge a LoRA file into an expert's weights (`videogen.models.lora.merge_lora`): the number of linears
+        changed. The merge is permanent for this object: load the model again to drop it.
+
+        expert: ``"transformer"`` (or ``"high"``) or ``"transformer_2"`` (or ``"low"``, Wan2.2 A14B's low-noise
+        expert); None: the one the file records (``videogen train`` writes ``lora.safetensors`` and
+        ``lora_2.safetensors`` for the two), else ``transformer``.
+        """
         from videogen.models.lora import merge_lora
 
-        return merge_lora(self.transformer, path, scale)
+        return merge_lora(self, path, scale, expert=expert)

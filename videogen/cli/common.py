@@ -136,6 +136,7 @@ def check_before_loading(args, overrides: dict, *, from_text: bool = False) -> S
 
 
 def loras(args) -> list[tuple[Path, float]]:
+    """``--lora``'s files and scales (``FILE[@EXPERT][:SCALE]``, the expert left out)."""
     from videogen.models.lora import parse_lora_arg
 
     return [parse_lora_arg(text) for text in args.lora]
@@ -168,6 +169,8 @@ class Loader:
 
         pipe = VideoPipeline.from_pretrained(args.model, device=parse_device(args.device),
                                              dtype=getattr(torch, args.dtype), offload=args.offload)
-        for lora, scale in loras(args):
-            pipe.load_lora(lora, scale)
+        from videogen.models.lora import parse_lora_spec
+
+        for spec in map(parse_lora_spec, args.lora):  # each into its expert: FILE@EXPERT, or the file's own
+            pipe.load_lora(spec.path, spec.scale, expert=spec.expert)
         return pipe
