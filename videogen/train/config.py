@@ -66,6 +66,12 @@ class ModelConfig:
     inflate_vae: bool = False  # VAE runs from a VAE trained on single frames: see train.surgery.inflate_temporal
     freeze_encoder: bool = False  # VAE runs: train the decoder only, so latents (and a DiT trained on them) stay valid
     train_text_encoder: bool = False  # train the T5 too (the demo model trains its small T5 from scratch)
+    # a two-expert folder (Wan2.2 A14B): which experts train. "both": optimizer steps alternate, the high-noise
+    # expert (transformer/, lora.safetensors) first, then the low-noise one (transformer_2/, lora_2.safetensors),
+    # each on timesteps drawn from objective.timestep_sampling restricted to its own range (high: t >=
+    # boundary_ratio x 1000, low: below), so each gets half the steps; "high" or "low": that one alone, the
+    # other left as it is. A one-transformer folder takes "both" (its transformer)
+    experts: Literal["both", "high", "low"] = "both"
     max_text_length: int = 64  # tokens per caption (Wan uses 512; short captions need far fewer)
     dit: DiTArch = field(default_factory=DiTArch)
     vae_arch: VAEArch = field(default_factory=VAEArch)
@@ -94,6 +100,9 @@ class DataConfig:
 # ----------------------------------------------------------------------------------------- objectives
 
 
+TI2V_P_FIRST = 0.5  # objective.p_first for a Wan2.2 TI2V folder: as many image-conditioned clips as text-only ones
+
+
 @dataclass
 class ObjectiveConfig:
     timestep_sampling: Literal["logit_normal", "uniform"] = "logit_normal"  # SD3 (Esser et al. 2024) sec. 3.1
@@ -104,7 +113,9 @@ class ObjectiveConfig:
     # latent frames a text-to-image batch keeps, given nothing: 2 is the opening (5 frames) that image-first
     # sampling with image_first_frames 5 draws, the first frame with the motion after it in view
     image_latent_frames: int = 1
-    p_first: float = 0.0  # probability a sample keeps its first latent frame(s) known (image-to-video)
+    # probability a sample keeps its first latent frame(s) known, clean at timestep 0 (image-to-video); None: the
+    # model's own, TI2V_P_FIRST for a Wan2.2 TI2V folder (its image conditioning is exactly this), else 0
+    p_first: Optional[float] = None
     p_first_last: float = 0.0  # probability the first and last latent frames are known (interpolation)
     known_frames: int = 1  # latent frames known at the start in "first" mode
     caption_dropout: float = 0.1  # probability a caption is replaced by "" (classifier-free guidance)
@@ -213,9 +224,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError("data.crop: random crops are for VAE runs on the shapes world (task: vae, data.kind: shapes)")
     o = cfg.objective
     for name in ("p_image", "p_first", "p_first_last", "caption_dropout"):
-        if not 0.0 <= getattr(o, name) <= 1.0:
+        if getattr(o, name) is not None and not 0.0 <= getattr(o, name) <= 1.0:
             raise ConfigError(f"objective.{name}: {getattr(o, name)} is not a probability")
-    if o.p_first + o.p_first_last > 1.0:
+    if (o.p_first or 0.0) + o.p_first_last > 1.0:
         raise ConfigError("objective.p_first + objective.p_first_last must not exceed 1")
     if o.image_latent_frames < 1:
         raise ConfigError(f"objective.image_latent_frames: {o.image_latent_frames} must be at least 1")

@@ -1,6 +1,7 @@
 """What a finished run exports: a complete model folder, readable by ``videogen generate`` and by diffusers.
 
-A run from a base folder copies it and writes the trained components over it (`save_model_folder`); a DiT
+A run from a base folder copies it and writes the trained components over it (`save_model_folder`: both experts
+of Wan2.2 A14B when both trained, ``transformer_2/`` as diffusers names it); a DiT
 trained from scratch (the demo) is written whole by the library's model-folder writer (`save_new_pipeline`).
 Either way the folder declares the sampling its DiT was trained for (`trained_sampling`).
 """
@@ -52,10 +53,11 @@ def trained_sampling(cfg: TrainConfig) -> dict:
     if cfg.task != "dit":
         return {}
     o = cfg.objective
+    p_first = o.p_first or 0.0  # None: the model's default, resolved when the run loads it
     declared = {}
-    if o.p_first > 0 or o.p_first_last > 0:
+    if p_first > 0 or o.p_first_last > 0:
         declared["frame_conditioning"] = True
-        if o.p_image > 0 and o.p_first > 0:
+        if o.p_image > 0 and p_first > 0:
             declared["image_first"] = True
     return declared
 
@@ -65,7 +67,8 @@ def save_model_folder(cfg: TrainConfig, parts: Components, folder: Path) -> Path
     base = cfg.model.pretrained
     if base is None and cfg.task == "dit":
         return save_new_pipeline(cfg, parts, folder)
-    trained = {"vae": parts.vae} if cfg.task == "vae" else {"transformer": parts.dit}
+    names = ("transformer", "transformer_2")  # a two-expert model's trained experts, over the base folder's copy
+    trained = {"vae": parts.vae} if cfg.task == "vae" else {names[i]: parts.experts[i] for i in parts.trained}
     if cfg.model.train_text_encoder:
         trained["text_encoder"] = parts.text_encoder
     with staged_folder(folder, overwrite=True) as staging:

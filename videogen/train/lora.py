@@ -3,7 +3,8 @@
 The adapters sit on the attention projections and feed-forward linears of each block (Hu et al. 2021):
 ``W x + (alpha / r) B A x``. The saved ``lora.safetensors`` is exactly what diffusers writes for a Wan
 transformer (the format `videogen.models.lora` describes, reads and merges for generation), so diffusers'
-``WanPipeline.load_lora_weights`` takes the file as is.
+``WanPipeline.load_lora_weights`` takes the file as is. A two-expert model (Wan2.2 A14B) gets one file per
+expert (`LORA_FILES`), each recording its expert in the header.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import torch
 
 from videogen.atomic import write_atomic
 from videogen.errors import ModelError
-from videogen.models.lora import METADATA_KEY, PREFIX
+from videogen.models.lora import EXPERT_KEY, EXPERTS, METADATA_KEY, PREFIX
 from videogen.train.config import LoRAConfig
 
 ADAPTER = "default"  # PEFT's adapter name, dropped from the saved keys
+LORA_FILES = ("lora.safetensors", "lora_2.safetensors")  # a run's file for each expert: transformer, transformer_2
 
 
 def add_lora(transformer: torch.nn.Module, cfg: LoRAConfig) -> list[str]:
@@ -50,16 +52,24 @@ def lora_state_dict(transformer: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_lora(transformer: torch.nn.Module, cfg: LoRAConfig, path: str | Path) -> Path:
-    """Write ``lora.safetensors`` atomically (temp file in the same folder, then rename)."""
+def save_lora(transformer: torch.nn.Module, cfg: LoRAConfig, path: str | Path, *, expert: str | None = None) -> Path:
+    """Write ``lora.safetensors`` atomically (temp file in the same folder, then rename).
+
+    expert: the component the adapters belong to (``transformer`` or ``transformer_2``), recorded in the header
+    for a two-expert model; None records nothing (a one-transformer model).
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
     weights = lora_state_dict(transformer)
     if not weights:
         raise ModelError("the transformer has no LoRA adapters to save")
+    if expert is not None and expert not in EXPERTS:
+        raise ModelError(f"unknown expert {expert!r}: one of {', '.join(EXPERTS)}")
     meta = {f"{PREFIX}r": cfg.rank, f"{PREFIX}lora_alpha": cfg.alpha,
             f"{PREFIX}target_modules": sorted(set(cfg.targets))}
     header = {"format": "pt", METADATA_KEY: json.dumps(meta, sort_keys=True)}
+    if expert is not None:
+        header[EXPERT_KEY] = expert
     write_atomic(path, lambda tmp: save_file(weights, str(tmp), metadata=header))
     return path

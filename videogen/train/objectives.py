@@ -13,6 +13,8 @@ the trainer checkpoints; that is what makes a resumed run bit-exact.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from videogen.diffusion import flow
@@ -26,7 +28,8 @@ MODES = ("none", "first", "first_last")
 
 def sample_modes(batch: int, cfg: ObjectiveConfig, generator: torch.Generator) -> torch.Tensor:
     """A conditioning mode per sample, indices into `MODES`: (B,) long."""
-    probs = torch.tensor([1.0 - cfg.p_first - cfg.p_first_last, cfg.p_first, cfg.p_first_last])
+    p_first = cfg.p_first or 0.0  # None: the model's default, which the run resolves; none here
+    probs = torch.tensor([1.0 - p_first - cfg.p_first_last, p_first, cfg.p_first_last])
     u = torch.rand(batch, generator=generator)
     return torch.bucketize(u, probs.cumsum(0)[:-1], right=True)  # (B,)
 
@@ -54,6 +57,51 @@ def drop_captions(batch: int, p: float, generator: torch.Generator) -> torch.Ten
     return torch.rand(batch, generator=generator) < p
 
 
+# ------------------------------------------------------------------------------------------ two experts
+
+
+def expert_range(boundary_ratio: float, expert: int) -> tuple[float, float]:
+    """The noise levels ``[low, high]`` one expert of a two-expert model (Wan2.2 A14B) is trained on.
+
+    The sampler runs the high-noise expert (0) while the timestep is at least ``boundary_ratio`` x 1000 and the
+    low-noise one (1) below (`videogen.pipeline.Pipeline`), so each learns only the levels it will be given. The
+    edge is the smallest float32 level whose float32 timestep ``1000 s`` reaches the boundary: rounding then
+    never puts a sample on the other expert's side.
+    """
+    boundary = boundary_ratio * flow.NUM_TRAIN_TIMESTEPS
+    up, down = torch.tensor(2.0), torch.tensor(-1.0)
+    edge = torch.tensor(boundary_ratio, dtype=torch.float32)
+    while float(flow.to_timesteps(edge)) < boundary:
+        edge = torch.nextafter(edge, up)
+    while float(flow.to_timesteps(torch.nextafter(edge, down))) >= boundary:
+        edge = torch.nextafter(edge, down)
+    return (float(edge), 1.0) if expert == 0 else (0.0, float(torch.nextafter(edge, down)))
+
+
+def expert_sigmas(batch: int, levels: tuple[float, float], cfg: ObjectiveConfig,
+                  generator: torch.Generator) -> torch.Tensor:
+    """Training noise levels ``(B,)`` from ``cfg``'s distribution (after its shift) restricted to ``levels``.
+
+    Inverse-CDF sampling: a uniform draw between the distribution's CDF at the two ends, mapped through its
+    quantile function, so the restricted distribution keeps the shape of the whole (the logit-normal of Esser et
+    al. 2024, eq. 19, or uniform) within the expert's range, at one draw per sample.
+    """
+    low, high = (_level_cdf(v, cfg) for v in levels)
+    u = low + (high - low) * torch.rand(batch, generator=generator, dtype=torch.float64)  # (B,)
+    if cfg.timestep_sampling == "logit_normal":
+        u = torch.sigmoid(cfg.logit_mean + cfg.logit_std * torch.special.ndtri(u))
+    return flow.shift_sigmas(u, cfg.shift).float().clamp(*levels)
+
+
+def _level_cdf(sigma: float, cfg: ObjectiveConfig) -> float:
+    """P(level <= sigma) under ``cfg``'s distribution after its shift (the shift inverted, then that CDF)."""
+    s = sigma / (cfg.shift - (cfg.shift - 1) * sigma)  # the unshifted level
+    if cfg.timestep_sampling == "uniform" or s <= 0.0 or s >= 1.0:
+        return min(max(s, 0.0), 1.0)
+    z = (math.log(s / (1 - s)) - cfg.logit_mean) / cfg.logit_std
+    return 0.5 * math.erfc(-z / math.sqrt(2))
+
+
 # ------------------------------------------------------------------------------------------- DiT: flow
 
 
@@ -65,6 +113,7 @@ def dit_loss(
     generator: torch.Generator,
     *,
     patch_size: tuple[int, int, int] = (1, 2, 2),
+    levels: tuple[float, float] | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """The rectified-flow loss of one batch (Liu et al. 2022; Esser et al. 2024, eq. 1 and sec. 3.1).
 
@@ -75,6 +124,7 @@ def dit_loss(
         text: the caption inputs ``model`` takes (text states, or token ids when the encoder trains),
             captions already dropped where the batch drops them.
         generator: CPU generator for timesteps, modes and noise.
+        levels: the noise levels ``[low, high]`` to draw from (`expert_range`: one expert of two); None: all.
 
     Returns the loss and a few numbers to log.
     """
@@ -88,8 +138,11 @@ def dit_loss(
     b, _, t, h, w = latents.shape
     device = latents.device
     # 1. a noise level per sample, shifted toward noise as the sampler will be (SD3 eq. 23)
-    sigmas = flow.sample_sigmas(b, distribution=cfg.timestep_sampling, shift=cfg.shift, mean=cfg.logit_mean,
-                                std=cfg.logit_std, generator=generator)
+    if levels is None:
+        sigmas = flow.sample_sigmas(b, distribution=cfg.timestep_sampling, shift=cfg.shift, mean=cfg.logit_mean,
+                                    std=cfg.logit_std, generator=generator)
+    else:
+        sigmas = expert_sigmas(b, levels, cfg, generator)
     # 2. which latent frames each sample is given
     known = known_frames(sample_modes(b, cfg, generator), t, cfg.known_frames)  # (B, T')
     if from_text:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import functools
 import math
 import signal
 import sys
@@ -29,14 +30,15 @@ from videogen.errors import InputError, VideogenError
 from videogen.train import state as ckpt
 from videogen.train.config import TrainConfig
 from videogen.train.data import BatchStream, build_dataset, cache_folder, prepare_cache, process_seed, text_batch
-from videogen.train.lora import add_lora, save_lora
+from videogen.train.lora import LORA_FILES, add_lora, save_lora
+from videogen.models.lora import EXPERTS
 from videogen.models.text import encode_states, tokenize
-from videogen.train.components import load_components
+from videogen.train.components import base_layout, load_components, trained_experts
 from videogen.train.export import measure_latent_stats, save_model_folder
 from videogen.train.modules import Autoencoder, FlowModel
 from videogen.train.surgery import fix_posterior_std, inflate_temporal
 from videogen.train.validation import write_validation
-from videogen.train.objectives import dit_loss, drop_captions, vae_loss
+from videogen.train.objectives import dit_loss, drop_captions, expert_range, vae_loss
 from videogen.train.state import EMA, make_optimizer, make_scheduler
 
 
@@ -48,10 +50,11 @@ class TrainingInterrupted(VideogenError):
 class RunResult:
     step: int  # optimizer steps done
     loss: float  # loss of the last step
-    output: Path  # lora.safetensors or model/
+    output: Path  # lora.safetensors (Wan2.2 A14B: the first expert's file written) or model/
     seconds: float  # wall time of this invocation
     samples_per_second: float
     out_of_time: bool = False  # ended by train.max_minutes before train.max_steps
+    outputs: tuple[Path, ...] = ()  # everything exported: model/, or one LoRA file per trained expert
 
 
 # ------------------------------------------------------------------------------------------ the record
@@ -161,6 +164,10 @@ def make_accelerator(cfg: TrainConfig):
         from accelerate import FullyShardedDataParallelPlugin
 
         kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(use_orig_params=True)
+    elif len(trained_experts(cfg, base_layout(cfg))) > 1:  # a step calls one expert: the other has no gradient
+        from accelerate import DistributedDataParallelKwargs
+
+        kwargs["kwargs_handlers"] = [DistributedDataParallelKwargs(find_unused_parameters=True)]
     return Accelerator(mixed_precision=precision, cpu=not cuda, **kwargs)
 
 
@@ -203,7 +210,8 @@ class Trainer:
         self.parts = load_components(cfg)
         module = self._trained_module()
         if cfg.train.gradient_checkpointing:
-            (self.parts.dit or self.parts.vae).enable_gradient_checkpointing()
+            for network in self._trained_networks():
+                network.enable_gradient_checkpointing()
         if cfg.train.compile:
             module.compile()  # in place: parameter names, checkpoints, the EMA and the export are unchanged
         self.text_cache = None
@@ -227,13 +235,22 @@ class Trainer:
         self.ema = EMA(self.trainable, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
         self.step = 0
 
+    def _trained_networks(self) -> list[torch.nn.Module]:
+        """The VAE, or the transformers that train (both experts of two, or one)."""
+        if self.cfg.task == "vae":
+            return [self.parts.vae]
+        return [self.parts.experts[i] for i in self.parts.trained]
+
     def _trained_module(self) -> torch.nn.Module:
         """The module the objective calls: `FlowModel` (with LoRA adapters in a LoRA run) or `Autoencoder`."""
         cfg, parts = self.cfg, self.parts
         if cfg.task == "dit":
-            if cfg.mode == "lora":
-                add_lora(parts.dit, cfg.lora)
-            return FlowModel(parts.dit, parts.text_encoder if cfg.model.train_text_encoder else None)
+            experts = [e if i in parts.trained else None for i, e in enumerate(parts.experts)]
+            for expert in experts:
+                if cfg.mode == "lora" and expert is not None:
+                    add_lora(expert, cfg.lora)
+            return FlowModel(experts[0], parts.text_encoder if cfg.model.train_text_encoder else None,
+                             dit_2=experts[1] if len(experts) > 1 else None)
         if cfg.model.inflate_vae:
             inflate_temporal(parts.vae)  # before any checkpoint is loaded: a resume overwrites it
         if not cfg.objective.sample_posterior:
@@ -274,7 +291,14 @@ class Trainer:
                                    tokens["attention_mask"].to(device))
         return {"text_states": states}
 
-    def _loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
+    def expert(self) -> int:
+        """The expert the next step trains: the only one, or by turns the high-noise (0) and low-noise (1) one."""
+        trained = self.parts.trained
+        return trained[self.step % len(trained)]
+
+    def _loss(self, batch: dict, expert: int | None = None) -> tuple[torch.Tensor, dict]:
+        """The objective on one micro-batch; a two-expert model's ``expert`` (default: the next step's) is given
+        only the noise levels it serves (`expert_range`)."""
         cfg = self.cfg
         with self.accelerator.autocast():
             if cfg.task == "vae":
@@ -282,18 +306,25 @@ class Trainer:
                 return vae_loss(self.model, video, cfg.objective, self.generator)
             latents = self._latents(batch)
             patch = tuple(self.parts.dit.config.patch_size)
-            return dit_loss(self.model, latents, self._text(batch["caption"]), cfg.objective, self.generator,
-                             patch_size=patch)
+            model, levels = self.model, None
+            if self.parts.layout.experts == 2:
+                expert = self.expert() if expert is None else expert
+                model = functools.partial(self.model, expert=expert)
+                levels = expert_range(self.parts.layout.boundary_ratio, expert)
+            loss, stats = dit_loss(model, latents, self._text(batch["caption"]), cfg.objective, self.generator,
+                                   patch_size=patch, levels=levels)
+            return loss, stats if levels is None else {**stats, "expert": expert}
 
     def _step(self, batches) -> dict:
         """One optimizer step over ``grad_accum`` micro-batches; returns the numbers to log."""
         acc, n = self.accelerator, self.cfg.train.grad_accum
         total, samples, stats = 0.0, 0, {}
+        expert = self.expert() if self.cfg.task == "dit" else None  # every micro-batch of a step trains one
         for i in range(n):
             batch = next(batches)
             sync = contextlib.nullcontext() if i == n - 1 else acc.no_sync(self.model)
             with sync:
-                loss, stats = self._loss(batch)
+                loss, stats = self._loss(batch, expert)
                 acc.backward(loss / n)
             total += loss.item() / n
             samples += len(batch["caption"])
@@ -392,11 +423,11 @@ class Trainer:
                                         disable=not self.show, dynamic_ncols=True) as bar:
             samples, stats, late = self._loop(bar, log, start)
         self.save_checkpoint()
-        output = self._export()
+        outputs = self._export()
         self._validate()
         seconds = time.perf_counter() - start
-        return RunResult(self.step, stats["loss"], output, seconds, samples / max(seconds, 1e-9) if samples else 0.0,
-                         out_of_time=late)
+        return RunResult(self.step, stats["loss"], outputs[0], seconds,
+                         samples / max(seconds, 1e-9) if samples else 0.0, out_of_time=late, outputs=tuple(outputs))
 
     def _loop(self, bar, log: RunLog, start: float) -> tuple[int, dict, bool]:
         """Step to the end (or the time budget): (samples seen, the last step's stats, out of time)."""
@@ -437,21 +468,26 @@ class Trainer:
             write_validation(self.cfg, self.parts, self.dataset, self.output, self.step, self.accelerator.device)
         self.accelerator.wait_for_everyone()
 
-    def _export(self) -> Path:
-        """``lora.safetensors`` or ``model/`` from the final (EMA, when kept) weights."""
+    def _export(self) -> list[Path]:
+        """``model/``, or a LoRA file per trained expert (`LORA_FILES`), from the final (EMA, when kept) weights."""
         if self.ema is not None:
             self.ema.copy_to(self.trainable)
-        target = self.output / ("lora.safetensors" if self.cfg.mode == "lora" else "model")
+        cfg, parts = self.cfg, self.parts
+        if cfg.mode == "lora":
+            targets = [self.output / LORA_FILES[i] for i in parts.trained]
+        else:
+            targets = [self.output / "model"]
         if self.accelerator.is_main_process:
-            if self.cfg.mode == "lora":
-                save_lora(self.parts.dit, self.cfg.lora, target)
+            if cfg.mode == "lora":
+                for i, target in zip(parts.trained, targets):  # the expert recorded only where there are two
+                    save_lora(parts.experts[i], cfg.lora, target, expert=EXPERTS[i] if parts.dit_2 else None)
             else:
-                if self.cfg.task == "vae" and self.cfg.model.latent_stats == "measure":
-                    mean, std = measure_latent_stats(self.parts.vae, self.dataset)
-                    self.parts.vae.register_to_config(latents_mean=mean, latents_std=std)
-                save_model_folder(self.cfg, self.parts, target)
+                if cfg.task == "vae" and cfg.model.latent_stats == "measure":
+                    mean, std = measure_latent_stats(parts.vae, self.dataset)
+                    parts.vae.register_to_config(latents_mean=mean, latents_std=std)
+                save_model_folder(cfg, parts, targets[0])
         self.accelerator.wait_for_everyone()
-        return target
+        return targets
 
 
 def train(cfg: TrainConfig, output: str | Path, *, resume: bool = False, show_progress: bool = True) -> RunResult:

@@ -52,10 +52,11 @@ def dit_videos(cfg: TrainConfig, parts, folder: Path, step: int, device) -> list
 
     v = cfg.validation
     out = []
-    with evaluating(parts.dit, parts.text_encoder):
+    with evaluating(*parts.experts, parts.text_encoder):
         text = TextEncoder(parts.tokenizer, parts.text_encoder, max_sequence_length=cfg.model.max_text_length,
                            device=device)
-        pipe = VideoPipeline(text, parts.vae, parts.dit, scheduler_config(cfg), device=device)
+        pipe = VideoPipeline(text, parts.vae, parts.dit, scheduler_config(cfg), transformer_2=parts.dit_2,
+                             layout=parts.layout, device=device)
         for k, prompt in enumerate(v.prompts):
             path = folder / f"step-{step:07d}-{k}.mp4"
             pipe.generate(prompt, num_frames=v.frames, height=v.height, width=v.width, num_steps=v.steps,
