@@ -54,8 +54,8 @@ def note(message: str) -> None:
 def add_model_options(p) -> None:
     """The options that say which model folder runs where: shared by every command that samples."""
     p.add_argument("--model", help="model folder: model_index.json with transformer/, vae/, text_encoder/, "
-                   "tokenizer/, scheduler/ (a Wan2.1-T2V diffusers checkpoint or one saved by videogen); "
-                   "default: the bundled demo model")
+                   "tokenizer/, scheduler/ (a Wan2.1/2.2 diffusers checkpoint -- T2V, I2V, FLF2V, TI2V-5B, "
+                   "A14B -- or one saved by videogen); default: the bundled demo model")
     p.add_argument("--device", help="cuda, cuda:1, cpu... (default: cuda if available)")
     p.add_argument("--dtype", choices=list(DTYPES), default="float32",
                    help="transformer and text encoder precision (the VAE stays float32); bfloat16 on GPUs")
@@ -81,9 +81,10 @@ def add_settings_options(p, *, skip: tuple[str, ...] = (), flags: dict[str, tupl
             cli.setdefault("metavar", flag.lstrip("-").upper().replace("-", "_"))
         p.add_argument(flag, dest=f.name, type=kind, help=help_text, **cli)
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
-    p.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]",
+    p.add_argument("--lora", action="append", default=[], metavar="FILE[@high|@low][:SCALE]",
                    help="merge a LoRA (lora.safetensors from videogen train, or another diffusers-format "
-                        "Wan LoRA) at SCALE (default 1); repeatable")
+                        "Wan LoRA) at SCALE (default 1) into the expert its file names (a two-expert model's "
+                        "lora_2.safetensors: the low-noise one), or the one @high/@low says; repeatable")
     p.add_argument("--no-server", action="store_true",
                    help="run in this process even when 'videogen serve' is running")
 

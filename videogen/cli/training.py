@@ -57,7 +57,7 @@ def run_train(args, pipelines=None) -> int:
         return 130
     budget = f", train.max_minutes reached before step {cfg.train.max_steps}" if result.out_of_time else ""
     print(f"trained {result.step} steps (last loss {result.loss:.4f}, {result.samples_per_second:.2f} samples/s"
-          f"{budget}); wrote {result.output} in {elapsed(args.started)}")
+          f"{budget}); wrote {' and '.join(map(str, result.outputs or (result.output,)))} in {elapsed(args.started)}")
     return 0
 
 
