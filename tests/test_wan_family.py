@@ -156,7 +156,7 @@ def _pil(frame):
     return Image.fromarray(frame[0])
 
 
-@pytest.mark.parametrize("layout", ["ti2v", "i2v", "flf2v", "i2v-a14b"])
+@pytest.mark.parametrize("layout", ["ti2v", "i2v-a14b"])
 def test_image_to_video_matches_diffusers(folders, layout):
     """`extend` on an image is the model's own image-to-video: diffusers' WanImageToVideoPipeline(image=)."""
     from diffusers import WanImageToVideoPipeline
@@ -171,7 +171,7 @@ def test_image_to_video_matches_diffusers(folders, layout):
     _assert_same_frames(ours.frames[1:], theirs[1:])
 
 
-@pytest.mark.parametrize("layout", ["flf2v", "i2v-a14b"])
+@pytest.mark.parametrize("layout", ["i2v-a14b"])
 def test_interpolation_matches_diffusers_first_and_last_frame(folders, layout):
     from diffusers import WanImageToVideoPipeline
 
@@ -195,7 +195,7 @@ def test_ti2v_text_to_video_matches_diffusers(folders):
     _assert_same_frames(ours.frames, _theirs(reference, guidance_scale=4.0, latents=noise))
 
 
-@pytest.mark.parametrize("layout", ["i2v", "i2v-a14b"])
+@pytest.mark.parametrize("layout", ["i2v-a14b"])
 def test_an_image_to_video_model_refuses_text_alone_in_one_line(folders, layout, tmp_path, capsys):
     out = tmp_path / "x.mp4"
     assert main(["generate", PROMPT, "--model", str(folders(layout)), "-o", str(out)]) == 2
@@ -203,19 +203,26 @@ def test_an_image_to_video_model_refuses_text_alone_in_one_line(folders, layout,
     assert len(err) == 1 and "draws from a first frame" in err[0] and not out.exists()
 
 
-def test_a_first_frame_only_model_refuses_interpolation_in_one_line(folders, tmp_path, capsys):
+@pytest.mark.parametrize("layout", ["i2v", "flf2v"])
+def test_clip_conditioned_folders_are_refused_in_one_line_before_loading(folders, layout, tmp_path, capsys):
+    """Wan2.1 I2V/FLF2V need CLIP image states in the transformer, which videogen does not build yet: the
+    folder is refused whole, never run without its image encoder."""
     from PIL import Image
 
-    a, b = tmp_path / "a.png", tmp_path / "b.png"
-    Image.fromarray(_image(1)[0]).save(a), Image.fromarray(_image(2)[0]).save(b)
+    from videogen.errors import ModelError
+
+    with pytest.raises(ModelError, match="CLIP image states through added key/value projections"):
+        VideoPipeline.from_pretrained(folders(layout), device="cpu")
+    capsys.readouterr()  # what building the folder printed
+    a = tmp_path / "a.png"
+    Image.fromarray(_image(1)[0]).save(a)
     out = tmp_path / "x.mp4"
-    code = main(["interpolate", str(a), str(b), "-p", PROMPT, "--model", str(folders("i2v")), "--frames", "9",
-                 "--height", "32", "--width", "32", "--steps", "2", "-o", str(out)])
+    assert main(["extend", str(a), "-p", PROMPT, "--model", str(folders(layout)), "-o", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "takes a first frame only" in err[0] and not out.exists()
+    assert len(err) == 1 and "not supported yet" in err[0] and not out.exists()
 
 
-@pytest.mark.parametrize("layout", ["ti2v", "i2v", "flf2v", "i2v-a14b"])
+@pytest.mark.parametrize("layout", ["ti2v", "i2v-a14b"])
 def test_cli_extend_and_interpolate_on_each_image_layout(folders, layout, tmp_path, capsys):
     from PIL import Image
 
@@ -230,10 +237,9 @@ def test_cli_extend_and_interpolate_on_each_image_layout(folders, layout, tmp_pa
     from videogen.io import probe_video
 
     assert probe_video(moving).frames == 9 and probe_video(longer).frames == 21
-    if layout != "i2v":
-        between = tmp_path / "between.mp4"
-        assert main(["interpolate", str(a), str(b), "-p", PROMPT, "--frames", "9", *model, "-o", str(between)]) == 0
-        assert probe_video(between).frames == 9
+    between = tmp_path / "between.mp4"
+    assert main(["interpolate", str(a), str(b), "-p", PROMPT, "--frames", "9", *model, "-o", str(between)]) == 0
+    assert probe_video(between).frames == 9
     assert "wrote" in capsys.readouterr().out
 
 

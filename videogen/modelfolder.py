@@ -148,6 +148,9 @@ def read_layout(folder: Path, index: dict | None = None) -> Layout:
         needs = "takes image states but the folder has no image_encoder/" if dit.get("image_dim") is not None \
             else "takes no image states but the folder has an image_encoder/"
         raise ModelError(f"{folder}: its transformer {needs}")
+    if layout.image_encoder:  # its transformer's image attention and the CLIP encoder are not built yet
+        raise ModelError(f"{folder}: a {layout.name} model (CLIP image states through added key/value "
+                         "projections): not supported yet; Wan2.2 I2V-A14B and TI2V-5B animate images")
     if layout.expand_timesteps and layout.condition_channels:
         raise ModelError(f"{folder}: expand_timesteps with a {dit.get('in_channels')}-channel transformer")
     return layout

@@ -549,7 +549,7 @@ def _check_config(image_dim, added_kv_proj_dim, qk_norm, patch_size, frame_posit
     if image_dim is not None or added_kv_proj_dim is not None:
         raise ModelError(
             f"this is an image-to-video transformer config (image_dim={image_dim}, "
-            f"added_kv_proj_dim={added_kv_proj_dim}); VideoDiT loads text-to-video Wan2.1 models only"
+            f"added_kv_proj_dim={added_kv_proj_dim}): CLIP image states are not supported yet"
         )
     if qk_norm != QK_NORM:
         raise ModelError(f"DiT config qk_norm={qk_norm!r} is not supported; Wan2.1 uses {QK_NORM!r}")
